@@ -1,0 +1,3 @@
+"""coldbrew: serverless ML inference you run yourself."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,144 @@
+"""The configuration of a function, as written in a bundle's ``coldbrew.toml`` / ``coldbrew.yaml``.
+
+A bundle is a folder: handler code, model artifacts and this file. A bare model file deployed on
+its own gets a synthesised config that points the built-in model handler at it.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from coldbrew import errors
+
+CONFIG_FILES = ("coldbrew.toml", "coldbrew.yaml", "coldbrew.yml")
+BUILTIN_MODEL_HANDLER = "coldbrew.runtime.model_handler:handler"
+ModelFormat = Literal["auto", "joblib", "pickle", "skops", "onnx", "xgboost"]
+
+MODEL_SUFFIXES: dict[str, str] = {
+    ".joblib": "joblib",
+    ".pkl": "pickle",
+    ".pickle": "pickle",
+    ".skops": "skops",
+    ".onnx": "onnx",
+    ".json": "xgboost",
+    ".ubj": "xgboost",
+}
+
+
+class ValidationSample(BaseModel):
+    """An event run through the handler at load time; the deploy is refused if it fails.
+
+    ``expected`` is compared for equality (floats within ``tolerance``); ``range`` bounds the
+    number found at the dotted ``path`` of the output (e.g. ``predictions.0``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: Any
+    expected: Any = None
+    path: str | None = None
+    range: tuple[float, float] | None = None
+    tolerance: float = 1e-6
+
+
+class FunctionConfig(BaseModel):
+    """Per-function settings. Defaults follow AWS Lambda where Lambda has one."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    handler: str = BUILTIN_MODEL_HANDLER
+    """``module:function`` with the Lambda signature ``handler(event, context)``."""
+    model: str | None = None
+    """Path (inside the bundle) of a model artifact the runtime loads before the first call."""
+    model_format: ModelFormat = "auto"
+    description: str = ""
+    memory_mb: int = Field(default=512, ge=64, le=10240)
+    timeout_s: float = Field(default=30, gt=0, le=900)
+    concurrency: int = Field(default=1, ge=1, le=1000)
+    max_instances: int = Field(default=10, ge=1, le=1000)
+    min_instances: int = Field(default=0, ge=0, le=1000)
+    idle_timeout_s: float = Field(default=300, ge=0)
+    max_queue: int = Field(default=100, ge=0)
+    """Invocations allowed to wait for a free instance; more are throttled at once."""
+    queue_timeout_s: float = Field(default=10, ge=0)
+    """How long an invocation waits for a free instance before it is throttled."""
+    environment: dict[str, str] = Field(default_factory=dict)
+    event_schema: dict[str, Any] | None = Field(default=None, alias="schema")
+    """JSON Schema every event must satisfy (checked by the gateway: 400 VALIDATION_ERROR)."""
+    validation: ValidationSample | None = None
+
+    @field_validator("handler")
+    @classmethod
+    def _handler_shape(cls, value: str) -> str:
+        module, _, func = value.partition(":")
+        if not module or not func:
+            raise ValueError("handler must look like 'module:function', e.g. 'app:handler'")
+        return value
+
+    def resolved_model_format(self) -> str | None:
+        if self.model is None:
+            return None
+        if self.model_format != "auto":
+            return self.model_format
+        suffix = Path(self.model).suffix.lower()
+        if suffix not in MODEL_SUFFIXES:
+            raise errors.ValidationError(
+                f"cannot tell the format of model '{self.model}' from its suffix; "
+                f"set model_format to one of {sorted(set(MODEL_SUFFIXES.values()))}"
+            )
+        return MODEL_SUFFIXES[suffix]
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def find_config_file(bundle_dir: Path) -> Path | None:
+    for name in CONFIG_FILES:
+        if (bundle_dir / name).is_file():
+            return bundle_dir / name
+    return None
+
+
+def parse_config(raw: dict[str, Any], source: str = "config") -> FunctionConfig:
+    """Validate a config mapping; accepts keys at top level or under a ``[function]`` table."""
+    if "function" in raw and isinstance(raw["function"], dict):
+        raw = {**{k: v for k, v in raw.items() if k != "function"}, **raw["function"]}
+    try:
+        return FunctionConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()
+        )
+        raise errors.ValidationError(f"invalid {source}: {problems}") from None
+
+
+def load_config(bundle_dir: Path) -> FunctionConfig:
+    """Read the bundle's config file; raises ``errors.ValidationError`` with a readable message."""
+    path = find_config_file(bundle_dir)
+    if path is None:
+        raise errors.ValidationError(
+            f"no {' / '.join(CONFIG_FILES)} in bundle; add one with at least handler = 'module:fn'"
+        )
+    try:
+        text = path.read_text()
+        raw = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise errors.ValidationError(f"cannot parse {path.name}: {exc}") from None
+    if not isinstance(raw, dict):
+        raise errors.ValidationError(f"{path.name} must hold a table of settings")
+    return parse_config(raw, source=path.name)
+
+
+def config_for_model_file(filename: str) -> FunctionConfig:
+    """The config of a bare model deployed without a bundle: the built-in handler serves it."""
+    suffix = Path(filename).suffix.lower()
+    if suffix not in MODEL_SUFFIXES:
+        raise errors.ValidationError(
+            f"'{filename}' is not a model file coldbrew knows "
+            f"(suffixes: {', '.join(sorted(MODEL_SUFFIXES))}); deploy a bundle folder instead"
+        )
+    return FunctionConfig(model=filename)
