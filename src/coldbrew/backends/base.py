@@ -1,0 +1,52 @@
+"""Where instances run. A backend turns an ``InstanceSpec`` into a live process with a channel.
+
+    Backend (Protocol)
+    └── LocalBackend   processes forked from a template server on this machine (default)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """Everything needed to start one instance of one version."""
+
+    instance_id: str
+    function_name: str
+    version: str
+    bundle_dir: str
+    config: dict[str, Any]
+    memory_mb: int
+    environment: dict[str, str] = field(default_factory=dict)
+    run_validation: bool = False
+
+
+@dataclass
+class SpawnedInstance:
+    """A started process and its channel. ``reader``/``writer`` carry length-prefixed frames."""
+
+    instance_id: str
+    pid: int
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+
+
+class Backend(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def spawn(self, spec: InstanceSpec) -> SpawnedInstance: ...
+
+    def kill(self, instance_id: str) -> None:
+        """Stop the instance's process now (SIGKILL): used for timeouts and scale-down."""
+
+    def release(self, instance_id: str) -> None:
+        """Forget an instance that has gone (free its cgroup and bookkeeping)."""
+
+    def exceeded_memory(self, instance_id: str) -> bool:
+        """Whether the instance was killed, or must be killed, for exceeding memory_mb."""

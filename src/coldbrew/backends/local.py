@@ -1,0 +1,243 @@
+"""The default backend: instances are processes on this machine, forked from a template server.
+
+The gateway never forks itself (it has threads and sockets). It starts one template server
+(``coldbrew.runtime.template``) and asks it over a SOCK_SEQPACKET control socket to fork each
+instance, handing over the instance's end of a fresh socketpair with the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from coldbrew.backends.base import InstanceSpec, SpawnedInstance
+from coldbrew.backends.memory import CgroupMemoryLimiter, unique_memory_bytes
+from coldbrew.errors import ColdbrewError
+from coldbrew.runtime import messages as m
+from coldbrew.runtime.template import MAX_PACKET
+from coldbrew.settings import Settings
+
+log = logging.getLogger("coldbrew.backend")
+
+# One thread each for BLAS/OpenMP/ONNX Runtime: concurrency comes from instances, and a template
+# with thread pools cannot be forked safely.
+SINGLE_THREAD_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "NUMEXPR_NUM_THREADS": "1",
+    "VECLIB_MAXIMUM_THREADS": "1",
+}
+PASS_THROUGH_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "PYTHONPATH", "VIRTUAL_ENV")
+
+
+class BackendError(ColdbrewError):
+    code = "BACKEND_ERROR"
+
+
+def base_environment() -> dict[str, str]:
+    """What every template and instance sees: never the gateway's own secrets."""
+    env = {k: os.environ[k] for k in PASS_THROUGH_ENV if k in os.environ}
+    env.update(SINGLE_THREAD_ENV)
+    return env
+
+
+class TemplateServer:
+    """The runtime template process and its control socket."""
+
+    def __init__(self, preload: list[str], log_path: Path) -> None:
+        self.preload = preload
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+        self.control: socket.socket | None = None
+        self.lock = threading.Lock()
+        self.preload_ms = 0.0
+
+    def start(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = base_environment()
+        env["COLDBREW_PRELOAD"] = json.dumps(self.preload)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log_file:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "coldbrew.runtime.template", str(theirs.fileno())],
+                pass_fds=[theirs.fileno()],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=log_file,
+                start_new_session=True,
+            )
+        theirs.close()
+        ours.settimeout(120)
+        ready = m.decode_control(ours.recv(MAX_PACKET) or b"\xc0")
+        if not isinstance(ready, m.TemplateReady):
+            raise BackendError(f"template server did not start; see {self.log_path}")
+        ours.settimeout(None)
+        self.control = ours
+        self.preload_ms = ready.preload_ms
+        log.info("runtime template ready (pid %s, preload %.0f ms)", ready.pid, ready.preload_ms)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def spawn(self, spawn: m.Spawn, channel_fd: int) -> int:
+        """Blocking: send the request with the channel fd and wait for the fork's pid."""
+        with self.lock:
+            if not self.alive():
+                self.stop()
+                self.start()
+            assert self.control is not None
+            socket.send_fds(self.control, [m.encode_packet(spawn)], [channel_fd])
+            reply = m.decode_control(self.control.recv(MAX_PACKET))
+        if isinstance(reply, m.Spawned):
+            return reply.pid
+        message = reply.message if isinstance(reply, m.SpawnFailed) else "unexpected reply"
+        raise BackendError(f"template could not fork an instance: {message}")
+
+    def stop(self) -> None:
+        if self.control is not None:
+            self.control.close()
+            self.control = None
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+
+
+class LocalBackend:
+    """Instances as local processes, with memory limits by cgroup or by USS sampling."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.template = TemplateServer(settings.preload_modules, settings.logs_dir / "template.log")
+        self.cgroups: CgroupMemoryLimiter | None = None
+        self.pids: dict[str, int] = {}
+        self.limits_mb: dict[str, int] = {}
+        self.over_memory: set[str] = set()
+        self._sampler: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        mode = self.settings.memory_enforcement
+        if mode in ("auto", "cgroup"):
+            self.cgroups = CgroupMemoryLimiter.create()
+            if self.cgroups is None and mode == "cgroup":
+                raise BackendError("memory_enforcement=cgroup but no memory cgroup can be made")
+        await asyncio.to_thread(self.template.start)
+        if self.cgroups is None and mode != "off":
+            self._sampler = asyncio.create_task(self._sample_memory())
+        enforcement = "cgroup" if self.cgroups else ("off" if mode == "off" else "rss")
+        log.info("local backend ready (memory enforcement: %s)", enforcement)
+
+    async def stop(self) -> None:
+        if self._sampler:
+            self._sampler.cancel()
+        for instance_id in list(self.pids):
+            self.kill(instance_id)
+        await asyncio.to_thread(self.template.stop)
+        if self.cgroups:
+            await asyncio.sleep(0.05)
+            self.cgroups.close()
+
+    def instance_environment(self, spec: InstanceSpec, work_dir: Path) -> dict[str, str]:
+        env = base_environment()
+        env.update({
+            "AWS_LAMBDA_FUNCTION_NAME": spec.function_name,
+            "AWS_LAMBDA_FUNCTION_VERSION": spec.version,
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
+            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{spec.function_name}",
+            "AWS_LAMBDA_LOG_STREAM_NAME": f"[{spec.version}]{spec.instance_id}",
+            "AWS_REGION": "us-east-1",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "LAMBDA_TASK_ROOT": spec.bundle_dir,
+            "_HANDLER": str(spec.config.get("handler", "")),
+            "TMPDIR": str(work_dir),
+        })
+        env.update(spec.environment)
+        return env
+
+    async def spawn(self, spec: InstanceSpec) -> SpawnedInstance:
+        work_dir = self.settings.run_dir / "instances" / spec.instance_id
+        log_path = self.settings.logs_dir / "functions" / f"{spec.function_name}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        cgroup_procs = self.cgroups.prepare(spec.instance_id, spec.memory_mb) if self.cgroups else None
+        spawn = m.Spawn(
+            instance_id=spec.instance_id,
+            function_name=spec.function_name,
+            version=spec.version,
+            bundle_dir=spec.bundle_dir,
+            config=spec.config,
+            environment=self.instance_environment(spec, work_dir),
+            work_dir=str(work_dir),
+            log_path=str(log_path),
+            cgroup_procs=cgroup_procs,
+            run_validation=spec.run_validation,
+        )
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            pid = await asyncio.to_thread(self.template.spawn, spawn, theirs.fileno())
+        except BaseException:
+            ours.close()
+            self.release(spec.instance_id)
+            raise
+        finally:
+            theirs.close()
+        self.pids[spec.instance_id] = pid
+        self.limits_mb[spec.instance_id] = spec.memory_mb
+        reader, writer = await asyncio.open_unix_connection(sock=ours, limit=m.MAX_FRAME)
+        return SpawnedInstance(spec.instance_id, pid, reader, writer)
+
+    def kill(self, instance_id: str) -> None:
+        pid = self.pids.get(instance_id)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+    def exceeded_memory(self, instance_id: str) -> bool:
+        if instance_id in self.over_memory:
+            return True
+        return bool(self.cgroups and self.cgroups.oom_killed(instance_id))
+
+    def release(self, instance_id: str) -> None:
+        self.pids.pop(instance_id, None)
+        self.limits_mb.pop(instance_id, None)
+        self.over_memory.discard(instance_id)
+        if self.cgroups:
+            self.cgroups.release(instance_id)
+        work_dir = self.settings.run_dir / "instances" / instance_id
+        if work_dir.is_dir():
+            import shutil
+
+            shutil.rmtree(work_dir, ignore_errors=True)
+
+    async def _sample_memory(self) -> None:
+        """Fallback enforcement where no cgroup can be made: sample USS, kill the greedy."""
+        while True:
+            await asyncio.sleep(0.1)
+            for instance_id, pid in list(self.pids.items()):
+                limit = self.limits_mb.get(instance_id)
+                used = await asyncio.to_thread(unique_memory_bytes, pid)
+                if limit and used is not None and used > limit << 20:
+                    log.warning("instance %s uses %d MB, over memory_mb=%d: killing",
+                                instance_id, used >> 20, limit)
+                    self.over_memory.add(instance_id)
+                    self.kill(instance_id)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)

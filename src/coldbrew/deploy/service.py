@@ -1,0 +1,120 @@
+"""Publishing a version: static checks, a trial load in a real instance, then store + registry.
+
+Nothing that serves traffic changes until the trial load has passed: a bundle whose model does
+not load, whose handler does not import, or whose validation sample fails is refused, and the
+`latest` alias stays where it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from coldbrew import errors
+from coldbrew.backends.base import Backend, InstanceSpec
+from coldbrew.registry import Registry
+from coldbrew.runtime.config import (
+    BUILTIN_MODEL_HANDLER,
+    FunctionConfig,
+    config_for_model_file,
+    load_config,
+)
+from coldbrew.scaling.instance import Instance
+from coldbrew.scaling.scheduler import Scheduler
+from coldbrew.store import ArtifactStore, content_hash, store_folder
+
+log = logging.getLogger("coldbrew.deploy")
+TRIAL_LOAD_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    function: str
+    version: int
+    content_sha256: str
+    created: bool
+    init_ms: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "function": self.function,
+            "version": self.version,
+            "content_sha256": self.content_sha256,
+            "created": self.created,
+            "aliases": {"latest": self.version},
+            "init_ms": self.init_ms,
+        }
+
+
+def check_bundle(bundle: Path, config: FunctionConfig) -> None:
+    """Fail fast, with a plain message, on what needs no process to see."""
+    if config.model is not None:
+        config.resolved_model_format()
+        if not (bundle / config.model).is_file():
+            raise errors.DeployError(f"model file '{config.model}' is not in the bundle")
+    if config.handler == BUILTIN_MODEL_HANDLER:
+        if config.model is None:
+            raise errors.DeployError("the built-in model handler needs `model = '<file>'`")
+        return
+    module = config.handler.partition(":")[0]
+    relative = Path(*module.split("."))
+    in_bundle = (bundle / relative).with_suffix(".py").is_file() or (
+        bundle / relative / "__init__.py"
+    ).is_file()
+    if not in_bundle and importlib.util.find_spec(module.split(".")[0]) is None:
+        raise errors.DeployError(
+            f"handler module '{module}' is not in the bundle (looked for {relative}.py)")
+
+
+class DeployService:
+    def __init__(self, registry: Registry, store: ArtifactStore, backend: Backend,
+                 scheduler: Scheduler) -> None:
+        self.registry = registry
+        self.store = store
+        self.backend = backend
+        self.scheduler = scheduler
+
+    async def deploy(self, name: str, bundle: Path, model_file: str | None = None,
+                     description: str = "") -> DeployResult:
+        config = config_for_model_file(model_file) if model_file else load_config(bundle)
+        check_bundle(bundle, config)
+        init_ms = await self.trial_load(name, bundle, config)
+        config_json = config.to_json_dict()
+        manifest = await asyncio.to_thread(store_folder, self.store, bundle)
+        digest = content_hash(manifest, config_json)
+        record, created = await asyncio.to_thread(
+            self.registry.create_version, name, content_sha256=digest, config=config_json,
+            manifest=manifest, description=description or config.description)
+        self.scheduler.forget(name)
+        await self.scheduler.warm(name)
+        log.info("deployed %s version %s (new: %s)", name, record.number, created)
+        return DeployResult(name, record.number, digest, created, init_ms)
+
+    async def trial_load(self, name: str, bundle: Path, config: FunctionConfig) -> float | None:
+        """Load the bundle in a throwaway instance, running the validation sample if any."""
+        instance_id = "trial-" + uuid.uuid4().hex[:12]
+        instance = Instance(instance_id, f"{name}:trial", 1, self.backend, lambda _: None)
+        spawned = await self.backend.spawn(InstanceSpec(
+            instance_id=instance_id, function_name=name, version="trial",
+            bundle_dir=str(bundle), config=config.to_json_dict(), memory_mb=config.memory_mb,
+            environment=dict(config.environment), run_validation=True))
+        instance.attach(spawned)
+        try:
+            await asyncio.wait_for(asyncio.shield(instance.ready), TRIAL_LOAD_TIMEOUT_S)
+        except TimeoutError:
+            raise errors.DeployError(
+                f"the bundle did not finish loading within {TRIAL_LOAD_TIMEOUT_S:g} s") from None
+        except errors.DeployError:
+            raise
+        except errors.ColdbrewError as exc:
+            raise errors.DeployError(f"the bundle failed to load: {exc.message}",
+                                     cause=exc.code) from None
+        finally:
+            instance.stop()
+            await instance.wait_closed()
+        return instance.init_ms

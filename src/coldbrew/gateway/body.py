@@ -1,0 +1,25 @@
+"""Reading request bodies without letting a client exhaust memory."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from coldbrew import errors
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, or PAYLOAD_TOO_LARGE as soon as it passes ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks = bytearray()
+    async for chunk in request.stream():
+        chunks += chunk
+        if len(chunks) > limit:
+            raise _too_large(limit)
+    return bytes(chunks)
+
+
+def _too_large(limit: int) -> errors.PayloadTooLarge:
+    return errors.PayloadTooLarge(
+        f"request body is larger than the {limit / 1024 / 1024:g} MB limit", limit_bytes=limit)

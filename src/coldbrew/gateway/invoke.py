@@ -1,0 +1,108 @@
+"""``POST /v1/functions/{name}/invoke``: the native synchronous invocation endpoint.
+
+``name`` may carry a qualifier: ``digits:3`` (version 3) or ``digits:prod`` (alias prod).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import jsonschema
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from coldbrew import errors
+from coldbrew.gateway.body import read_body
+from coldbrew.gateway.errors import error_response, from_exception
+from coldbrew.gateway.proxy import looks_like_proxy, proxy_response
+from coldbrew.platform import Platform
+from coldbrew.scaling.pool import VersionInfo
+from coldbrew.scaling.scheduler import Outcome
+
+REQUEST_ID_SHAPE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_validators: dict[str, jsonschema.protocols.Validator] = {}
+
+
+def split_qualifier(target: str) -> tuple[str, str | None]:
+    name, _, qualifier = target.partition(":")
+    return name, (qualifier or None)
+
+
+def request_id_for(request: Request) -> str:
+    given = request.headers.get("x-request-id")
+    if given and REQUEST_ID_SHAPE.match(given):
+        return given
+    return str(uuid.uuid4())
+
+
+def parse_event(payload: bytes) -> Any:
+    if not payload.strip():
+        return {}
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise errors.ValidationError(f"request body is not valid JSON: {exc}") from None
+
+
+def check_schema(version: VersionInfo, event: Any) -> None:
+    schema = version.config.event_schema
+    if schema is None:
+        return
+    validator = _validators.get(version.content_sha256)
+    if validator is None:
+        cls = jsonschema.validators.validator_for(schema)
+        validator = _validators[version.content_sha256] = cls(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(event))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+        raise errors.ValidationError(f"event does not match the function's schema at {where}: "
+                                     f"{error.message}", path=where)
+
+
+def outcome_headers(outcome: Outcome) -> dict[str, str]:
+    headers = {
+        "x-request-id": outcome.request_id,
+        "x-coldbrew-executed-version": str(outcome.version),
+        "x-coldbrew-cold-start": "true" if outcome.cold_start else "false",
+        "x-coldbrew-duration-ms": f"{outcome.duration_ms:.3f}",
+        "x-coldbrew-billed-duration-ms": str(outcome.billed_duration_ms),
+    }
+    if outcome.init_ms is not None:
+        headers["x-coldbrew-init-duration-ms"] = f"{outcome.init_ms:.3f}"
+    return headers
+
+
+def render_outcome(outcome: Outcome) -> Response:
+    headers = outcome_headers(outcome)
+    if outcome.error is not None:
+        error = outcome.error
+        if error.code == "FUNCTION_ERROR":
+            return error_response(
+                "FUNCTION_ERROR", f"the handler raised {error.type}: {error.message}",
+                headers=headers, errorType=error.type, errorMessage=error.message,
+                stackTrace=error.stack, requestId=outcome.request_id)
+        return error_response(error.code, error.message, headers=headers)
+    if looks_like_proxy(outcome.body):
+        response = proxy_response(orjson.loads(outcome.body), headers)
+        if response is not None:
+            return response
+    return Response(outcome.body, status_code=200, headers=headers, media_type="application/json")
+
+
+async def invoke(request: Request) -> Response:
+    platform: Platform = request.app.state.platform
+    request_id = request_id_for(request)
+    try:
+        name, qualifier = split_qualifier(request.path_params["name"])
+        payload = await read_body(request, platform.settings.max_payload_bytes)
+        event = parse_event(payload)
+        version = await platform.scheduler.resolve(name, qualifier)
+        check_schema(version, event)
+        outcome = await platform.scheduler.invoke(version, payload, request_id,
+                                                  qualifier=qualifier)
+    except errors.ColdbrewError as exc:
+        return from_exception(exc, {"x-request-id": request_id})
+    return render_outcome(outcome)

@@ -1,0 +1,64 @@
+"""Engine construction: the SQLite settings that make one file safe for many threads and
+processes, and the write-transaction flavour that makes concurrent deploys serialise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.pool import StaticPool
+
+WRITE_OPTION = "coldbrew_write"
+"""Execution option marking a connection that will write; on SQLite it begins IMMEDIATE."""
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def is_sqlite(url: URL) -> bool:
+    return url.get_backend_name() == "sqlite"
+
+
+def build_engine(url: str) -> Engine:
+    """Create an engine for ``url``; on SQLite also create the file's folder and tune it."""
+    parsed = make_url(url)
+    if not is_sqlite(parsed):
+        return create_engine(parsed, pool_pre_ping=True)
+    kwargs: dict[str, Any] = {}
+    database = parsed.database or ""
+    if database in ("", ":memory:") or "mode=memory" in str(parsed.query):
+        # One shared connection, or every new connection would see its own empty database.
+        kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
+    elif not database.startswith("file:"):
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(parsed, **kwargs)
+    _tune_sqlite(engine)
+    return engine
+
+
+def _tune_sqlite(engine: Engine) -> None:
+    """WAL (readers never block the writer), foreign keys (off by default in SQLite), a busy
+    timeout (wait for the write lock instead of failing), and explicit BEGINs.
+
+    pysqlite's own transaction handling begins lazily and DEFERRED: two deploys would both
+    read, then both try to upgrade to a write lock, and one would fail with "database is
+    locked" without waiting. Taking over BEGIN lets writes start with BEGIN IMMEDIATE, which
+    takes the write lock up front and so queues behind the busy timeout instead."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves, below
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        immediate = conn.get_execution_options().get(WRITE_OPTION, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")

@@ -1,0 +1,234 @@
+"""The instance side: load one version's handler and model, then serve invocations forever.
+
+An instance is born by fork from a template (see ``template.py``) with one end of a stream socket
+as its channel to the gateway. It answers ``Invoke`` frames with ``Result`` frames, running up to
+``concurrency`` handlers at once, and exits when the channel closes, so a gateway that dies never
+leaves instances behind.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import socket
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from coldbrew.runtime import messages as m
+from coldbrew.runtime.config import FunctionConfig
+from coldbrew.runtime.context import (
+    LambdaContext,
+    client_context_from,
+    function_arn,
+    identity_from,
+)
+from coldbrew.runtime.validation import check_validation_sample
+
+Handler = Callable[[Any, Any], Any]
+JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+
+class LoadError(Exception):
+    """Loading the bundle failed; carries the code the gateway reports."""
+
+    def __init__(self, code: str, message: str, stack: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.info = m.ErrorInfo(code=code, type=type(self).__name__, message=message,
+                                stack=stack or [])
+
+
+def error_info(exc: BaseException, code: str = "FUNCTION_ERROR") -> m.ErrorInfo:
+    """Lambda's errorType / errorMessage / stackTrace for an exception raised by user code."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    stack = [f'  File "{f.filename}", line {f.lineno}, in {f.name}\n    {f.line}\n' for f in frames]
+    return m.ErrorInfo(code=code, type=type(exc).__name__, message=str(exc), stack=stack)
+
+
+class LoadedVersion:
+    """The handler and model of one version, loaded once for the instance's whole life."""
+
+    def __init__(self, spawn: m.Spawn) -> None:
+        self.spawn = spawn
+        self.config = FunctionConfig.model_validate(spawn.config)
+        self.bundle_dir = Path(spawn.bundle_dir)
+        self.model = self._load_model()
+        self.handler = self._import_handler()
+
+    def _load_model(self) -> Any:
+        fmt = self.config.resolved_model_format()
+        if fmt is None or self.config.model is None:
+            return None
+        from coldbrew.runtime.loaders import load_model
+
+        path = self.bundle_dir / self.config.model
+        if not path.is_file():
+            raise LoadError("DEPLOY_ERROR", f"model file '{self.config.model}' is not in the bundle")
+        try:
+            return load_model(path, fmt)
+        except MemoryError:
+            raise LoadError("OUT_OF_MEMORY", "loading the model exceeded memory_mb") from None
+        except Exception as exc:
+            raise LoadError("DEPLOY_ERROR", f"model '{self.config.model}' does not load: {exc}",
+                            error_info(exc).stack) from None
+
+    def _import_handler(self) -> Handler:
+        module_name, _, attr = self.config.handler.partition(":")
+        if str(self.bundle_dir) not in sys.path:
+            sys.path.insert(0, str(self.bundle_dir))
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:
+            raise LoadError(
+                "DEPLOY_ERROR",
+                f"cannot import handler module '{module_name}': {type(exc).__name__}: {exc}",
+                error_info(exc).stack,
+            ) from None
+        handler = getattr(module, attr, None)
+        if not callable(handler):
+            raise LoadError("DEPLOY_ERROR",
+                            f"handler '{self.config.handler}': module '{module_name}' has no "
+                            f"callable '{attr}'")
+        return handler
+
+    def context(self, invoke: m.Invoke) -> LambdaContext:
+        spawn = self.spawn
+        return LambdaContext(
+            aws_request_id=invoke.request_id,
+            function_name=spawn.function_name,
+            function_version=spawn.version,
+            invoked_function_arn=invoke.invoked_function_arn,
+            memory_limit_in_mb=self.config.memory_mb,
+            log_group_name=f"/aws/lambda/{spawn.function_name}",
+            log_stream_name=f"{time.strftime('%Y/%m/%d')}/[{spawn.version}]{spawn.instance_id}",
+            deadline_ms=invoke.deadline_ms,
+            identity=identity_from(invoke.identity),
+            client_context=client_context_from(invoke.client_context),
+            model=self.model,
+        )
+
+    def invoke(self, invoke: m.Invoke) -> m.Result:
+        started = time.perf_counter()
+        try:
+            event = orjson.loads(invoke.payload) if invoke.payload else {}
+        except orjson.JSONDecodeError as exc:
+            return m.Result(id=invoke.id, body=b"", duration_ms=0.0,
+                            error=m.ErrorInfo("VALIDATION_ERROR", "JSONDecodeError", str(exc)))
+        try:
+            output = self.handler(event, self.context(invoke))
+            body = orjson.dumps(output, option=JSON_OPTIONS)
+            error = None
+        except MemoryError as exc:
+            body, error = b"", error_info(exc, code="OUT_OF_MEMORY")
+        except TypeError as exc:
+            body, error = b"", error_info(exc)
+        except Exception as exc:
+            body, error = b"", error_info(exc)
+        elapsed = (time.perf_counter() - started) * 1000
+        return m.Result(id=invoke.id, body=body, duration_ms=elapsed, error=error)
+
+    def validate(self) -> None:
+        sample = self.config.validation
+        if sample is None:
+            return
+        result = self.invoke(m.Invoke(id=0, request_id="validation", payload=orjson.dumps(sample.input),
+                                      deadline_ms=int(time.time() * 1000 + self.config.timeout_s * 1000),
+                                      invoked_function_arn=function_arn(self.spawn.function_name)))
+        if result.error is not None:
+            raise LoadError("DEPLOY_ERROR", f"validation sample raised {result.error.type}: "
+                            f"{result.error.message}", result.error.stack)
+        problem = check_validation_sample(sample, orjson.loads(result.body))
+        if problem:
+            raise LoadError("DEPLOY_ERROR", f"validation sample failed: {problem}")
+
+
+class InstanceServer:
+    """Reads frames from the channel and runs invocations, at most ``concurrency`` at once."""
+
+    def __init__(self, channel: socket.socket, version: LoadedVersion) -> None:
+        self.channel = channel
+        self.version = version
+        self.write_lock = threading.Lock()
+        concurrency = version.config.concurrency
+        self.pool = ThreadPoolExecutor(concurrency) if concurrency > 1 else None
+
+    def send(self, message: m.Invoke | m.Result | m.Ready | m.LoadFailed) -> None:
+        frame = m.encode(message)
+        with self.write_lock:
+            self.channel.sendall(frame)
+
+    def run_one(self, invoke: m.Invoke) -> None:
+        result = self.version.invoke(invoke)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            self.send(result)
+        except OSError:
+            os._exit(0)
+        if result.error is not None and result.error.code == "OUT_OF_MEMORY":
+            # After a MemoryError the interpreter's state is suspect: start afresh.
+            os._exit(3)
+
+    def serve(self) -> None:
+        while True:
+            try:
+                message = m.decode_instance(m.recv_frame(self.channel))
+            except (m.ChannelClosed, OSError):
+                return
+            if isinstance(message, m.Shutdown):
+                return
+            if isinstance(message, m.Invoke):
+                if self.pool is None:
+                    self.run_one(message)
+                else:
+                    self.pool.submit(self.run_one, message)
+
+
+def prepare_process(spawn: m.Spawn) -> None:
+    """Isolate the freshly forked child: own session, cgroup, environment and working dir."""
+    os.setsid()
+    if spawn.cgroup_procs:
+        try:
+            Path(spawn.cgroup_procs).write_text(str(os.getpid()))
+        except OSError as exc:
+            print(f"coldbrew: could not join cgroup {spawn.cgroup_procs}: {exc}", file=sys.stderr)
+    log_fd = os.open(spawn.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    os.makedirs(spawn.work_dir, exist_ok=True)
+    os.environ.clear()
+    os.environ.update(spawn.environment)
+    os.chdir(spawn.bundle_dir)
+
+
+def run_instance(spawn: m.Spawn, channel: socket.socket) -> None:
+    """Entry point of a forked instance. Never returns to the template's code."""
+    started = time.perf_counter()
+    try:
+        version = LoadedVersion(spawn)
+        if spawn.run_validation:
+            version.validate()
+    except LoadError as exc:
+        _send_quietly(channel, m.LoadFailed(pid=os.getpid(), error=exc.info))
+        return
+    except BaseException as exc:  # a handler module may raise anything while importing
+        _send_quietly(channel, m.LoadFailed(pid=os.getpid(), error=error_info(exc, "DEPLOY_ERROR")))
+        return
+    server = InstanceServer(channel, version)
+    server.send(m.Ready(pid=os.getpid(), init_ms=(time.perf_counter() - started) * 1000))
+    server.serve()
+
+
+def _send_quietly(channel: socket.socket, message: m.LoadFailed) -> None:
+    try:
+        channel.sendall(m.encode(message))
+    except OSError:
+        pass

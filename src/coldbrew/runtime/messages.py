@@ -1,0 +1,148 @@
+"""Typed messages between the gateway, the template server and instances.
+
+Every message is a msgspec Struct, framed as a 4-byte big-endian length followed by msgpack.
+Payloads stay ``bytes`` end to end, so an event is parsed once, inside the instance, and a result
+is serialised once, inside the instance. Exceptions never cross a process boundary as pickles:
+they travel as ``ErrorInfo`` (MLServer's ``parallel/messages.py`` does the same).
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from typing import Any
+
+import msgspec
+
+HEADER = struct.Struct(">I")
+MAX_FRAME = 1 << 30
+
+
+class ErrorInfo(msgspec.Struct, frozen=True):
+    """An error as data: the stable ``code`` plus Lambda's errorType / errorMessage / stackTrace."""
+
+    code: str
+    type: str
+    message: str
+    stack: list[str] = []
+
+
+# --- template server control channel (gateway <-> template) ---------------------------------
+
+
+class Spawn(msgspec.Struct, tag="spawn", frozen=True):
+    """Fork one instance. The instance's end of its channel travels with this frame (SCM_RIGHTS)."""
+
+    instance_id: str
+    function_name: str
+    version: str
+    bundle_dir: str
+    config: dict[str, Any]
+    environment: dict[str, str]
+    work_dir: str
+    log_path: str
+    cgroup_procs: str | None = None
+    """``cgroup.procs`` file the child joins before loading anything, so its memory is limited."""
+    run_validation: bool = False
+    """Run the config's validation sample after loading (deploy-time checks)."""
+
+
+class TemplateReady(msgspec.Struct, tag="template_ready", frozen=True):
+    pid: int
+    preload_ms: float
+
+
+class Spawned(msgspec.Struct, tag="spawned", frozen=True):
+    instance_id: str
+    pid: int
+
+
+class SpawnFailed(msgspec.Struct, tag="spawn_failed", frozen=True):
+    instance_id: str
+    message: str
+
+
+# --- instance channel (gateway <-> one instance) ---------------------------------------------
+
+
+class Ready(msgspec.Struct, tag="ready", frozen=True):
+    """The instance loaded its model and handler (and passed the validation sample, if any)."""
+
+    pid: int
+    init_ms: float
+
+
+class LoadFailed(msgspec.Struct, tag="load_failed", frozen=True):
+    pid: int
+    error: ErrorInfo
+
+
+class Invoke(msgspec.Struct, tag="invoke", frozen=True):
+    id: int
+    request_id: str
+    payload: bytes
+    deadline_ms: int
+    """Wall-clock deadline (epoch milliseconds) behind ``context.get_remaining_time_in_millis``."""
+    invoked_function_arn: str
+    client_context: dict[str, Any] | None = None
+    identity: dict[str, Any] | None = None
+
+
+class Result(msgspec.Struct, tag="result", frozen=True):
+    id: int
+    body: bytes
+    duration_ms: float
+    error: ErrorInfo | None = None
+
+
+class Shutdown(msgspec.Struct, tag="shutdown", frozen=True):
+    pass
+
+
+ControlMessage = Spawn | Spawned | SpawnFailed | TemplateReady
+InstanceMessage = Ready | LoadFailed | Invoke | Result | Shutdown
+
+_encoder = msgspec.msgpack.Encoder()
+_control_decoder = msgspec.msgpack.Decoder(ControlMessage)
+_instance_decoder = msgspec.msgpack.Decoder(InstanceMessage)
+
+
+def encode(message: msgspec.Struct) -> bytes:
+    """A length-prefixed frame, for stream sockets (instance channels)."""
+    body = _encoder.encode(message)
+    return HEADER.pack(len(body)) + body
+
+
+def encode_packet(message: msgspec.Struct) -> bytes:
+    """An unframed body, for SOCK_SEQPACKET sockets (the template control channel)."""
+    return _encoder.encode(message)
+
+
+def decode_control(body: bytes) -> ControlMessage:
+    return _control_decoder.decode(body)
+
+
+def decode_instance(body: bytes) -> InstanceMessage:
+    return _instance_decoder.decode(body)
+
+
+class ChannelClosed(Exception):
+    """The other end went away (process exit, crash or kill)."""
+
+
+def recv_exactly(sock: socket.socket, size: int) -> bytes:
+    chunks = bytearray()
+    while len(chunks) < size:
+        chunk = sock.recv(size - len(chunks))
+        if not chunk:
+            raise ChannelClosed
+        chunks += chunk
+    return bytes(chunks)
+
+
+def recv_frame(sock: socket.socket) -> bytes:
+    """Blocking read of one frame body (used by the template server and instances)."""
+    (size,) = HEADER.unpack(recv_exactly(sock, HEADER.size))
+    if size > MAX_FRAME:
+        raise ChannelClosed
+    return recv_exactly(sock, size)

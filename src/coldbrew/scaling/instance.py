@@ -1,0 +1,183 @@
+"""The gateway's handle on one instance: its channel, its in-flight invocations, its fate.
+
+A reader task turns frames into resolved futures. When the channel closes, every invocation
+still in flight fails with the reason the instance died: killed for a timeout, over its memory,
+or crashed on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import itertools
+import logging
+import time
+from collections.abc import Callable
+
+from coldbrew import errors
+from coldbrew.backends.base import Backend, SpawnedInstance
+from coldbrew.runtime import messages as m
+
+log = logging.getLogger("coldbrew.instance")
+
+
+class State(enum.Enum):
+    STARTING = "starting"
+    READY = "ready"
+    DEAD = "dead"
+
+
+class Instance:
+    def __init__(self, instance_id: str, version_key: str, concurrency: int,
+                 backend: Backend, on_exit: Callable[[Instance], None]) -> None:
+        self.id = instance_id
+        self.version_key = version_key
+        self.concurrency = concurrency
+        self.backend = backend
+        self.on_exit = on_exit
+        self.state = State.STARTING
+        self.pid: int | None = None
+        self.inflight = 0
+        self.invocations = 0
+        self.created_at = time.monotonic()
+        self.last_used = self.created_at
+        self.init_ms: float | None = None
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending: dict[int, asyncio.Future[m.Result]] = {}
+        self._ids = itertools.count(1)
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._kill_reason: errors.ColdbrewError | None = None
+
+    # --- capacity -------------------------------------------------------------------------------
+    @property
+    def free_slots(self) -> int:
+        if self.state is State.DEAD:
+            return 0
+        return self.concurrency - self.inflight
+
+    def reserve(self) -> bool:
+        """Take one slot; returns whether this is the instance's first invocation (cold)."""
+        self.inflight += 1
+        self.invocations += 1
+        return self.invocations == 1
+
+    def release(self) -> None:
+        self.inflight -= 1
+        self.last_used = time.monotonic()
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    def attach(self, spawned: SpawnedInstance) -> None:
+        self.pid = spawned.pid
+        self._writer = spawned.writer
+        self._reader_task = asyncio.create_task(self._read(spawned.reader))
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                header = await reader.readexactly(m.HEADER.size)
+                (size,) = m.HEADER.unpack(header)
+                self._handle(m.decode_instance(await reader.readexactly(size)))
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            pass
+        except Exception:
+            log.exception("bad frame from instance %s", self.id)
+        finally:
+            self._died()
+
+    def _handle(self, message: m.InstanceMessage) -> None:
+        if isinstance(message, m.Result):
+            future = self._pending.pop(message.id, None)
+            if future is not None and not future.done():
+                future.set_result(message)
+        elif isinstance(message, m.Ready):
+            self.state = State.READY
+            self.init_ms = message.init_ms
+            if not self.ready.done():
+                self.ready.set_result(None)
+        elif isinstance(message, m.LoadFailed):
+            self._kill_reason = _load_error(message.error)
+            self.backend.kill(self.id)
+
+    def _death_reason(self) -> errors.ColdbrewError:
+        if self.backend.exceeded_memory(self.id):
+            return errors.OutOfMemory(
+                "the instance exceeded its memory_mb and was stopped; raise memory_mb or use less")
+        if self._kill_reason is not None:
+            return self._kill_reason
+        return errors.InstanceCrashed(
+            f"the instance process (pid {self.pid}) exited unexpectedly; see `coldbrew logs` "
+            "or the function's log file")
+
+    def _died(self) -> None:
+        if self.state is State.DEAD:
+            return
+        was_starting = self.state is State.STARTING
+        self.state = State.DEAD
+        reason = self._death_reason()
+        if not self.ready.done():
+            self.ready.set_exception(reason)
+            self.ready.exception()  # mark retrieved: a waiter may have gone already
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(reason)
+        self._pending.clear()
+        if self._writer is not None:
+            self._writer.close()
+        self.backend.release(self.id)
+        log.info("instance %s (pid %s) of %s stopped: %s%s", self.id, self.pid, self.version_key,
+                 reason.message, " during start" if was_starting else "")
+        self.on_exit(self)
+
+    def kill(self, reason: errors.ColdbrewError | None = None) -> None:
+        if self.state is State.DEAD:
+            return
+        if reason is not None and self._kill_reason is None:
+            self._kill_reason = reason
+        self.backend.kill(self.id)
+
+    def stop(self) -> None:
+        """Scale-down: the instance is idle, so a kill loses nothing."""
+        self.kill(errors.InstanceCrashed("the instance was stopped by the platform"))
+
+    async def wait_closed(self) -> None:
+        if self._reader_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader_task
+
+    # --- invoking -------------------------------------------------------------------------------
+    async def invoke(self, invoke_fields: dict[str, object], timeout_s: float) -> m.Result:
+        """Send one invocation and wait for its result; past ``timeout_s`` the instance is
+        killed and replaced (a handler stuck in C code cannot be interrupted otherwise)."""
+        if self.state is State.DEAD or self._writer is None:
+            raise self._death_reason()
+        invocation_id = next(self._ids)
+        future: asyncio.Future[m.Result] = asyncio.get_running_loop().create_future()
+        self._pending[invocation_id] = future
+        self._writer.write(m.encode(m.Invoke(id=invocation_id, **invoke_fields)))  # type: ignore[arg-type]
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout_s)
+        except TimeoutError:
+            self._pending.pop(invocation_id, None)
+            self.kill(errors.InstanceCrashed(
+                "the instance was replaced because another invocation on it timed out"))
+            raise errors.InvocationTimeout(
+                f"the invocation did not finish within timeout_s={timeout_s:g}") from None
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "pid": self.pid,
+            "state": "busy" if self.inflight and self.state is State.READY else self.state.value,
+            "inflight": self.inflight,
+            "invocations": self.invocations,
+            "idle_s": round(time.monotonic() - self.last_used, 3),
+            "init_ms": self.init_ms,
+        }
+
+
+def _load_error(info: m.ErrorInfo) -> errors.ColdbrewError:
+    if info.code == "OUT_OF_MEMORY":
+        return errors.OutOfMemory(info.message)
+    return errors.DeployError(info.message, errorType=info.type, stackTrace=info.stack)

@@ -1,0 +1,213 @@
+"""The instances of one version, and the bounded queue of invocations waiting for them.
+
+Placement is Lambda's: a free slot on a warm instance, else a cold start while the version is
+under ``max_instances``, else wait in a queue of at most ``max_queue`` invocations for at most
+``queue_timeout_s``, else THROTTLED. An idle instance is stopped after ``idle_timeout_s``
+(``min_instances`` are kept), so an unused version ends with no process at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from coldbrew import errors
+from coldbrew.backends.base import Backend, InstanceSpec
+from coldbrew.runtime.config import FunctionConfig
+from coldbrew.scaling.instance import Instance, State
+
+log = logging.getLogger("coldbrew.pool")
+START_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """What a pool needs to know about the version it serves."""
+
+    function_name: str
+    number: int
+    content_sha256: str
+    config: FunctionConfig
+    bundle_dir: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.function_name}:{self.number}"
+
+
+class Pool:
+    def __init__(self, version: VersionInfo, backend: Backend) -> None:
+        self.version = version
+        self.config = version.config
+        self.backend = backend
+        self.instances: list[Instance] = []
+        self.waiters: deque[asyncio.Future[Instance]] = deque()
+        self.closed = False
+        self.cold_starts = 0
+        self.keep_warm = version.config.min_instances
+        """Instances kept alive with no traffic: min_instances while an alias points here."""
+
+    # --- acquiring a slot -----------------------------------------------------------------------
+    async def acquire(self) -> tuple[Instance, bool]:
+        """A reserved slot on a ready instance, and whether this invocation is its cold start."""
+        if self.closed:
+            raise errors.NotFound(f"version {self.version.key} was removed")
+        instance = self._free_instance()
+        if instance is not None:
+            return instance, instance.reserve()
+        if self._can_start():
+            instance = self._start_instance()
+            cold = instance.reserve()
+            try:
+                await asyncio.wait_for(asyncio.shield(instance.ready), START_TIMEOUT_S)
+            except BaseException:
+                instance.release()
+                instance.kill()
+                raise
+            return instance, cold
+        return await self._wait_for_slot()
+
+    def _free_instance(self) -> Instance | None:
+        # Prefer the most recently used: it is warmest, and the others can age out.
+        best: Instance | None = None
+        for instance in self.instances:
+            if instance.state is State.READY and instance.free_slots > 0 and (
+                best is None or instance.last_used > best.last_used
+            ):
+                best = instance
+        return best
+
+    def _can_start(self) -> bool:
+        return len(self.instances) < self.config.max_instances
+
+    async def _wait_for_slot(self) -> tuple[Instance, bool]:
+        if len(self.waiters) >= self.config.max_queue:
+            raise self._throttled("the queue is full")
+        waiter: asyncio.Future[Instance] = asyncio.get_running_loop().create_future()
+        self.waiters.append(waiter)
+        done, _ = await asyncio.wait({waiter}, timeout=self.config.queue_timeout_s)
+        if not done:
+            waiter.cancel()
+            self.waiters.remove(waiter)
+            raise self._throttled(f"no instance was free within {self.config.queue_timeout_s:g} s")
+        instance = waiter.result()
+        return instance, instance.invocations == 1
+
+    def _throttled(self, why: str) -> errors.Throttled:
+        retry_after = max(1, math.ceil(min(self.config.timeout_s, 5.0)))
+        return errors.Throttled(
+            f"function '{self.version.function_name}' is at max_instances="
+            f"{self.config.max_instances} x concurrency={self.config.concurrency} and {why}; "
+            "retry later", retry_after_s=retry_after)
+
+    def release(self, instance: Instance) -> None:
+        instance.release()
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Hand free slots to queued invocations, starting instances while capacity allows."""
+        while self.waiters:
+            instance = self._free_instance()
+            if instance is None:
+                break
+            waiter = self.waiters.popleft()
+            if waiter.done():
+                continue
+            instance.reserve()
+            waiter.set_result(instance)
+        starting = sum(1 for i in self.instances if i.state is State.STARTING)
+        while self.waiters and starting < len(self.waiters) and self._can_start():
+            self._start_instance()
+            starting += 1
+
+    # --- starting and stopping ------------------------------------------------------------------
+    def _start_instance(self) -> Instance:
+        instance = Instance(uuid.uuid4().hex[:16], self.version.key, self.config.concurrency,
+                            self.backend, self._on_exit)
+        self.instances.append(instance)
+        self.cold_starts += 1
+        asyncio.create_task(self._boot(instance))
+        return instance
+
+    async def _boot(self, instance: Instance) -> None:
+        spec = InstanceSpec(
+            instance_id=instance.id,
+            function_name=self.version.function_name,
+            version=str(self.version.number),
+            bundle_dir=self.version.bundle_dir,
+            config=self.config.to_json_dict(),
+            memory_mb=self.config.memory_mb,
+            environment=dict(self.config.environment),
+        )
+        try:
+            spawned = await self.backend.spawn(spec)
+        except Exception as exc:
+            log.exception("could not start an instance of %s", self.version.key)
+            error = exc if isinstance(exc, errors.ColdbrewError) else errors.InstanceCrashed(
+                f"could not start an instance: {exc}")
+            instance.state = State.DEAD
+            if not instance.ready.done():
+                instance.ready.set_exception(error)
+                instance.ready.exception()
+            self._on_exit(instance)
+            return
+        instance.attach(spawned)
+        try:
+            await instance.ready
+        except errors.ColdbrewError:
+            return
+        self._dispatch()
+
+    def _on_exit(self, instance: Instance) -> None:
+        if instance in self.instances:
+            self.instances.remove(instance)
+        if not self.closed:
+            self._dispatch()
+
+    def reap(self, now: float | None = None) -> int:
+        """Stop instances idle past idle_timeout_s, keeping min_instances; returns how many."""
+        now = time.monotonic() if now is None else now
+        keep = self.keep_warm
+        idle = sorted(
+            (i for i in self.instances if i.state is State.READY and i.inflight == 0),
+            key=lambda i: i.last_used,
+        )
+        live = len(self.instances)
+        stopped = 0
+        for instance in idle:
+            if live - stopped <= keep:
+                break
+            if now - instance.last_used >= self.config.idle_timeout_s:
+                instance.stop()
+                stopped += 1
+        return stopped
+
+    def ensure_min_instances(self) -> None:
+        """Provisioned concurrency: keep min_instances alive even with no traffic."""
+        while not self.closed and len(self.instances) < self.keep_warm:
+            self._start_instance()
+
+    async def close(self) -> None:
+        self.closed = True
+        for waiter in self.waiters:
+            if not waiter.done():
+                waiter.set_exception(errors.NotFound(f"version {self.version.key} was removed"))
+        self.waiters.clear()
+        instances = list(self.instances)
+        for instance in instances:
+            instance.stop()
+        await asyncio.gather(*(i.wait_closed() for i in instances), return_exceptions=True)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "version": self.version.number,
+            "instances": [i.describe() for i in self.instances],
+            "queued": len(self.waiters),
+            "cold_starts": self.cold_starts,
+        }

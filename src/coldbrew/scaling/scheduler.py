@@ -1,0 +1,225 @@
+"""Places invocations: resolve a function's alias to a version, find its pool, run, meter.
+
+The scheduler owns one pool per version that has live instances or queued work, and a reaper
+loop that scales idle pools down (to zero) and keeps provisioned ones warm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from coldbrew import errors
+from coldbrew.backends.base import Backend
+from coldbrew.runtime import messages as m
+from coldbrew.runtime.config import FunctionConfig
+from coldbrew.runtime.context import function_arn
+from coldbrew.scaling.pool import Pool, VersionInfo
+
+log = logging.getLogger("coldbrew.scheduler")
+RESOLVE_TTL_S = 1.0
+
+
+class VersionRecordLike(Protocol):
+    function_name: str
+    number: int
+    content_sha256: str
+    config: dict[str, Any]
+    manifest: dict[str, str]
+
+
+class VersionSource(Protocol):
+    """Where versions come from (the registry)."""
+
+    def resolve(self, name: str, qualifier: str | None = None) -> VersionRecordLike: ...
+
+
+class BundleSource(Protocol):
+    """Turns a version's manifest into a folder on local disk (the artifact store)."""
+
+    def materialize(self, manifest: dict[str, str], dest: Path) -> Path: ...
+
+
+@dataclass
+class Outcome:
+    """What happened to one invocation: everything the edge needs to answer and meter it."""
+
+    request_id: str
+    function_name: str
+    version: int
+    cold_start: bool
+    body: bytes
+    error: m.ErrorInfo | None
+    duration_ms: float
+    init_ms: float | None
+    memory_mb: int
+
+    @property
+    def billed_duration_ms(self) -> int:
+        # Lambda bills in 1 ms steps, rounded up, with a 1 ms minimum.
+        return max(1, math.ceil(self.duration_ms))
+
+
+class Scheduler:
+    def __init__(self, versions: VersionSource, bundles: BundleSource, backend: Backend,
+                 bundles_dir: Path, reap_interval_s: float = 0.5) -> None:
+        self.versions = versions
+        self.bundles = bundles
+        self.backend = backend
+        self.bundles_dir = bundles_dir
+        self.reap_interval_s = reap_interval_s
+        self.pools: dict[str, Pool] = {}
+        self._resolved: dict[tuple[str, str | None], tuple[float, VersionInfo]] = {}
+        self._materializing: dict[str, asyncio.Future[VersionInfo]] = {}
+        self._reaper: asyncio.Task[None] | None = None
+        self.on_outcome: list[Callable[[Outcome], Awaitable[None] | None]] = []
+
+    async def start(self) -> None:
+        self._reaper = asyncio.create_task(self._reap_forever())
+
+    async def stop(self) -> None:
+        if self._reaper:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        await asyncio.gather(*(p.close() for p in self.pools.values()), return_exceptions=True)
+        self.pools.clear()
+
+    # --- resolving ------------------------------------------------------------------------------
+    async def resolve(self, name: str, qualifier: str | None) -> VersionInfo:
+        key = (name, qualifier)
+        cached = self._resolved.get(key)
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
+        record = await asyncio.to_thread(self.versions.resolve, name, qualifier)
+        info = await self._version_info(record)
+        self._resolved[key] = (time.monotonic() + RESOLVE_TTL_S, info)
+        return info
+
+    async def _version_info(self, record: VersionRecordLike) -> VersionInfo:
+        key = f"{record.function_name}:{record.number}:{record.content_sha256}"
+        pending = self._materializing.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._materialize(record))
+            self._materializing[key] = pending
+            pending.add_done_callback(
+                lambda f: self._materializing.pop(key, None) if f.exception() else None)
+        return await asyncio.shield(pending)
+
+    async def _materialize(self, record: VersionRecordLike) -> VersionInfo:
+        dest = self.bundles_dir / record.content_sha256
+        await asyncio.to_thread(self.bundles.materialize, record.manifest, dest)
+        return VersionInfo(
+            function_name=record.function_name,
+            number=record.number,
+            content_sha256=record.content_sha256,
+            config=FunctionConfig.model_validate(record.config),
+            bundle_dir=str(dest),
+        )
+
+    def forget(self, name: str) -> None:
+        """Drop cached resolutions of a function after a deploy, alias change or delete."""
+        for key in [k for k in self._resolved if k[0] == name]:
+            del self._resolved[key]
+
+    def pool_for(self, version: VersionInfo) -> Pool:
+        pool = self.pools.get(version.key)
+        if pool is None or pool.closed:
+            pool = Pool(version, self.backend)
+            self.pools[version.key] = pool
+        return pool
+
+    # --- invoking -------------------------------------------------------------------------------
+    async def invoke(self, version: VersionInfo, payload: bytes, request_id: str, *,
+                     qualifier: str | None = None, client_context: dict[str, Any] | None = None,
+                     identity: dict[str, Any] | None = None) -> Outcome:
+        """Run one invocation on ``version``. Platform failures raise ColdbrewError; a handler
+        that raised comes back as ``Outcome.error`` (it still ran, and is still billed)."""
+        pool = self.pool_for(version)
+        config = version.config
+        instance, cold = await pool.acquire()
+        try:
+            result = await instance.invoke(
+                {
+                    "request_id": request_id,
+                    "payload": payload,
+                    "deadline_ms": int(time.time() * 1000 + config.timeout_s * 1000),
+                    "invoked_function_arn": function_arn(version.function_name, qualifier),
+                    "client_context": client_context,
+                    "identity": identity,
+                },
+                config.timeout_s,
+            )
+        finally:
+            pool.release(instance)
+        if result.error is not None and result.error.code == "OUT_OF_MEMORY":
+            raise errors.OutOfMemory(
+                f"the handler ran out of memory (memory_mb={config.memory_mb}): "
+                f"{result.error.message}")
+        outcome = Outcome(
+            request_id=request_id,
+            function_name=version.function_name,
+            version=version.number,
+            cold_start=cold,
+            body=result.body,
+            error=result.error,
+            duration_ms=result.duration_ms,
+            init_ms=instance.init_ms if cold else None,
+            memory_mb=config.memory_mb,
+        )
+        for hook in self.on_outcome:
+            maybe = hook(outcome)
+            if maybe is not None:
+                await maybe
+        return outcome
+
+    async def warm(self, name: str) -> None:
+        """Provisioned concurrency for the version `latest` points at; others may scale to zero."""
+        try:
+            version = await self.resolve(name, None)
+        except errors.NotFound:
+            return
+        for pool in self.pools.values():
+            if pool.version.function_name == name and pool.version.key != version.key:
+                pool.keep_warm = 0
+        if version.config.min_instances:
+            pool = self.pool_for(version)
+            pool.keep_warm = version.config.min_instances
+            pool.ensure_min_instances()
+
+    async def drop_function(self, name: str) -> None:
+        self.forget(name)
+        doomed = [k for k, p in self.pools.items() if p.version.function_name == name]
+        pools = [self.pools.pop(k) for k in doomed]
+        await asyncio.gather(*(p.close() for p in pools), return_exceptions=True)
+
+    # --- scaling down ---------------------------------------------------------------------------
+    async def _reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.reap_interval_s)
+            try:
+                self.reap()
+            except Exception:
+                log.exception("reaper failed")
+
+    def reap(self) -> None:
+        now = time.monotonic()
+        for key, pool in list(self.pools.items()):
+            pool.reap(now)
+            pool.ensure_min_instances()
+            if not pool.instances and not pool.waiters and pool.keep_warm == 0:
+                del self.pools[key]
+
+    def instances_of(self, name: str) -> list[dict[str, Any]]:
+        return [
+            {**pool.describe()}
+            for pool in self.pools.values()
+            if pool.version.function_name == name
+        ]

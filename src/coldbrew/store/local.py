@@ -1,0 +1,110 @@
+"""Artifact store in a local folder: ``<root>/sha256/ab/abcdef...``.
+
+The default on one machine. Blobs are written to ``<root>/tmp`` (same filesystem) and renamed
+into place, so a blob path that exists always holds a complete file."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+from coldbrew import errors
+from coldbrew.store.base import BaseArtifactStore
+from coldbrew.store.errors import TamperedArtifact
+from coldbrew.store.hashing import CHUNK_SIZE, check_sha256
+
+_READ_ONLY = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
+
+
+class LocalArtifactStore(BaseArtifactStore):
+    """Content-addressed blobs under ``root``; safe for several processes sharing ``root``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._blobs = self.root / "sha256"
+        self._tmp = self.root / "tmp"
+        self._blobs.mkdir(parents=True, exist_ok=True)
+        self._tmp.mkdir(parents=True, exist_ok=True)
+
+    def path_of(self, sha256: str) -> Path:
+        """Where the blob with this hash lives (whether or not it is stored)."""
+        check_sha256(sha256)
+        return self._blobs / sha256[:2] / sha256
+
+    def put_file(self, path: Path) -> str:
+        with open(path, "rb") as src:
+            return self._put_stream(src)
+
+    def put_bytes(self, data: bytes) -> str:
+        with self._temp_file() as (tmp_path, out):
+            out.write(data)
+            digest = hashlib.sha256(data).hexdigest()
+            self._commit(tmp_path, out, digest)
+        return digest
+
+    def has(self, sha256: str) -> bool:
+        return self.path_of(sha256).is_file()
+
+    def read_bytes(self, sha256: str) -> bytes:
+        path = self.path_of(sha256)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise errors.NotFound(f"artifact {sha256} not found") from None
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise TamperedArtifact(f"artifact {sha256} does not match its hash", sha256=sha256)
+        return data
+
+    def _copy_verified(self, sha256: str, target: Path, label: str) -> None:
+        digest = hashlib.sha256()
+        try:
+            src = open(self.path_of(sha256), "rb")  # noqa: SIM115 - closed by the with below
+        except FileNotFoundError:
+            raise errors.NotFound(f"artifact {sha256} for {label!r} not found") from None
+        with src, open(target, "wb") as out:
+            while chunk := src.read(CHUNK_SIZE):
+                digest.update(chunk)
+                out.write(chunk)
+        if digest.hexdigest() != sha256:
+            raise TamperedArtifact(
+                f"stored bytes of {label!r} do not match sha256 {sha256}", path=label, sha256=sha256
+            )
+
+    def _put_stream(self, src: BinaryIO) -> str:
+        digest = hashlib.sha256()
+        with self._temp_file() as (tmp_path, out):
+            while chunk := src.read(CHUNK_SIZE):
+                digest.update(chunk)
+                out.write(chunk)
+            self._commit(tmp_path, out, digest.hexdigest())
+        return digest.hexdigest()
+
+    @contextmanager
+    def _temp_file(self) -> Iterator[tuple[Path, BinaryIO]]:
+        """A temp file in the store's own filesystem, removed unless committed."""
+        fd, name = tempfile.mkstemp(dir=self._tmp, prefix="put-")
+        tmp_path = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                yield tmp_path, out
+        finally:
+            tmp_path.unlink(missing_ok=True)
+
+    def _commit(self, tmp_path: Path, out: BinaryIO, sha256: str) -> None:
+        """Move a finished temp file to its content address, unless it is already stored."""
+        final = self.path_of(sha256)
+        if final.is_file():
+            return
+        out.flush()
+        # fsync before rename: after a crash a blob path must never hold a truncated file.
+        os.fsync(out.fileno())
+        # Read-only so that nothing edits a blob in place by accident; content is its name.
+        os.chmod(tmp_path, _READ_ONLY)
+        final.parent.mkdir(exist_ok=True)
+        os.replace(tmp_path, final)
