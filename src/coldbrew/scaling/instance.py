@@ -49,11 +49,13 @@ class Instance:
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._kill_reason: errors.ColdbrewError | None = None
+        self.killed = False
+        """Set as soon as a kill is sent, so no new work lands on it before its channel closes."""
 
     # --- capacity -------------------------------------------------------------------------------
     @property
     def free_slots(self) -> int:
-        if self.state is State.DEAD:
+        if self.state is State.DEAD or self.killed:
             return 0
         return self.concurrency - self.inflight
 
@@ -135,6 +137,7 @@ class Instance:
             return
         if reason is not None and self._kill_reason is None:
             self._kill_reason = reason
+        self.killed = True
         self.backend.kill(self.id)
 
     def stop(self) -> None:
