@@ -96,16 +96,44 @@ class SklearnModel:
         self._has_proba = hasattr(estimator, "predict_proba")
         classes = getattr(estimator, "classes_", None)
         self._classes = _plain(np.asarray(classes)) if classes is not None else None
+        self._argmax_predicts = (
+            self._has_proba and classes is not None and np.asarray(classes).ndim == 1
+            and _final_step_name(estimator) in ARGMAX_CLASSIFIERS
+        )
 
     def predict(self, instances: np.ndarray) -> dict[str, list[Any]]:
+        if not self._has_proba:
+            return {"predictions": _plain(np.asarray(self.estimator.predict(instances)))}
+        probabilities = np.asarray(self.estimator.predict_proba(instances))
+        if self._argmax_predicts:
+            # Same answer as predict(), without walking every tree a second time.
+            labels = np.asarray(self.estimator.classes_).take(probabilities.argmax(axis=1))
+        else:
+            labels = np.asarray(self.estimator.predict(instances))
         result: dict[str, list[Any]] = {
-            "predictions": _plain(np.asarray(self.estimator.predict(instances)))
+            "predictions": _plain(labels),
+            "probabilities": _plain(probabilities),
         }
-        if self._has_proba:
-            result["probabilities"] = _plain(np.asarray(self.estimator.predict_proba(instances)))
-            if self._classes is not None:
-                result["classes"] = list(self._classes)
+        if self._classes is not None:
+            result["classes"] = list(self._classes)
         return result
+
+
+# Classifiers whose predict() is by definition classes_[argmax(predict_proba())]. Others (SVC's
+# Platt scaling, for one) may disagree with their own probabilities, so they keep predict().
+ARGMAX_CLASSIFIERS = frozenset({
+    "RandomForestClassifier", "ExtraTreesClassifier", "DecisionTreeClassifier",
+    "ExtraTreeClassifier", "GradientBoostingClassifier", "HistGradientBoostingClassifier",
+    "LogisticRegression", "KNeighborsClassifier", "GaussianNB", "MultinomialNB",
+    "BernoulliNB", "XGBClassifier",
+})
+
+
+def _final_step_name(estimator: Any) -> str:
+    steps = getattr(estimator, "steps", None)
+    if steps:
+        return _final_step_name(steps[-1][1])
+    return type(estimator).__name__
 
 
 def _single_threaded(estimator: Any) -> None:
