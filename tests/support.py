@@ -39,8 +39,13 @@ class Server:
         self.home = home
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "COLDBREW_HOME": str(home), "COLDBREW_PORT": str(self.port),
-                    "COLDBREW_REAP_INTERVAL_S": "0.2", **(env or {})}
+        self.env = {
+            **os.environ,
+            "COLDBREW_HOME": str(home),
+            "COLDBREW_PORT": str(self.port),
+            "COLDBREW_REAP_INTERVAL_S": "0.2",
+            **(env or {}),
+        }
         self.log_path = home / "server.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.client = httpx.Client(base_url=self.url, timeout=60)
@@ -49,10 +54,16 @@ class Server:
         self.home.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-c",
-                 "from coldbrew.gateway.server import run; from coldbrew.settings import Settings;"
-                 " run(Settings())"],
-                env=self.env, stdout=log, stderr=log)
+                [
+                    sys.executable,
+                    "-c",
+                    "from coldbrew.gateway.server import run;"
+                    " from coldbrew.settings import Settings; run(Settings())",
+                ],
+                env=self.env,
+                stdout=log,
+                stderr=log,
+            )
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -77,12 +88,16 @@ class Server:
     # --- helpers --------------------------------------------------------------------------------
     def deploy_file(self, name: str, path: Path) -> httpx.Response:
         with path.open("rb") as file:
-            return self.client.post("/v1/functions", data={"name": name},
-                                    files={"file": (path.name, file)})
+            return self.client.post(
+                "/v1/functions", data={"name": name}, files={"file": (path.name, file)}
+            )
 
     def deploy_folder(self, name: str, folder: Path) -> httpx.Response:
-        return self.client.post("/v1/functions", data={"name": name},
-                                files={"file": ("bundle.tar.gz", pack_folder(folder))})
+        return self.client.post(
+            "/v1/functions",
+            data={"name": name},
+            files={"file": ("bundle.tar.gz", pack_folder(folder))},
+        )
 
     def invoke(self, target: str, event: Any = None, **kwargs: Any) -> httpx.Response:
         return self.client.post(f"/v1/functions/{target}/invoke", json=event, **kwargs)
@@ -90,7 +105,6 @@ class Server:
     def instances(self, name: str) -> list[dict[str, Any]]:
         info = self.client.get(f"/v1/functions/{name}").json()
         return [i for pool in info["pools"] for i in pool["instances"]]
-
 
 
 def write_bundle(folder: Path, handler_code: str, config: str) -> Path:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from coldbrew.backends.local import LocalBackend
 from coldbrew.deploy.service import DeployService
 from coldbrew.registry import Registry
+from coldbrew.scaling.pool import TemplatePolicy
 from coldbrew.scaling.scheduler import Scheduler
 from coldbrew.settings import Settings
 from coldbrew.store import LocalArtifactStore
@@ -32,8 +33,14 @@ class Platform:
         registry = Registry(settings.registry_url())
         store = LocalArtifactStore(settings.artifacts_dir)
         backend = LocalBackend(settings)
-        scheduler = Scheduler(registry, store, backend, settings.bundles_dir,
-                              settings.reap_interval_s)
+        scheduler = Scheduler(
+            registry,
+            store,
+            backend,
+            settings.bundles_dir,
+            settings.reap_interval_s,
+            TemplatePolicy(settings.version_templates, settings.version_template_idle_s),
+        )
         deployer = DeployService(registry, store, backend, scheduler)
         return cls(settings, registry, store, backend, scheduler, deployer)
 

@@ -41,14 +41,28 @@ class Settings(BaseSettings):
     """Largest accepted deploy upload."""
 
     preload_modules: list[str] = Field(
-        default_factory=lambda: ["numpy", "sklearn.ensemble", "sklearn.linear_model",
-                                 "joblib", "onnxruntime", "xgboost", "skops.io"]
+        default_factory=lambda: [
+            "numpy",
+            "sklearn.ensemble",
+            "sklearn.linear_model",
+            "joblib",
+            "onnxruntime",
+            "xgboost",
+            "skops.io",
+        ]
     )
     """Libraries the runtime template imports once, so forked instances start without paying
     for them. Comma-free JSON list in the environment, e.g. ``'["numpy","torch"]'``."""
 
     reap_interval_s: float = 0.5
     """How often pools look for idle instances to stop and dead ones to forget."""
+
+    version_templates: bool = True
+    """After a version's first cold start, keep a template with its model loaded, so later cold
+    starts are a fork (milliseconds) instead of a model load."""
+
+    version_template_idle_s: float = 1800
+    """A version template is released after its version has had no instance for this long."""
 
     memory_enforcement: str = "auto"
     """``auto`` (cgroup when it can be made, else RSS sampling), ``cgroup``, ``rss`` or ``off``."""

@@ -12,6 +12,7 @@ import pytest
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LinearRegression, LogisticRegression
+
 from support import Server, pid_alive, write_bundle
 
 IRIS = load_iris()
@@ -54,8 +55,9 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, ob
     return model_files(tmp_path_factory.mktemp("models"))
 
 
-@pytest.mark.parametrize("fmt", ["joblib", "pickle", "skops", "onnx", "xgboost-json",
-                                 "xgboost-ubj", "xgboost-joblib"])
+@pytest.mark.parametrize(
+    "fmt", ["joblib", "pickle", "skops", "onnx", "xgboost-json", "xgboost-ubj", "xgboost-joblib"]
+)
 def test_bare_model_deploys_and_predicts(server: Server, models: dict, fmt: str) -> None:
     path, model = models[fmt]
     name = f"iris-{fmt}"
@@ -99,26 +101,46 @@ def test_redeploy_same_content_is_idempotent(server: Server, models: dict) -> No
 GOOD = 'def handler(event, context):\n    return {"ok": True, "v": 1}\n'
 
 
-@pytest.mark.parametrize(("files", "config", "expect"), [
-    ({"handler.py": "def handler(event, context:\n"}, 'handler = "handler:handler"',
-     "cannot import handler module"),
-    ({"handler.py": "import not_a_real_module\n"}, 'handler = "handler:handler"',
-     "not_a_real_module"),
-    ({"handler.py": GOOD}, 'handler = "handler:missing"', "no callable 'missing'"),
-    ({"handler.py": GOOD}, 'handler = "elsewhere:handler"', "not in the bundle"),
-    ({"handler.py": GOOD, "model.onnx": "this is not onnx"},
-     'handler = "handler:handler"\nmodel = "model.onnx"', "does not load"),
-    ({"handler.py": GOOD},
-     'handler = "handler:handler"\n[validation]\ninput = {}\nexpected = {ok = false, v = 1}',
-     "validation sample failed"),
-    ({"handler.py": GOOD},
-     'handler = "handler:handler"\n[validation]\ninput = {}\npath = "v"\nrange = [2, 3]',
-     "outside [2.0, 3.0]"),
-    ({"handler.py": "raise RuntimeError('boom at import')\n"}, 'handler = "handler:handler"',
-     "boom at import"),
-])
+@pytest.mark.parametrize(
+    ("files", "config", "expect"),
+    [
+        (
+            {"handler.py": "def handler(event, context:\n"},
+            'handler = "handler:handler"',
+            "cannot import handler module",
+        ),
+        (
+            {"handler.py": "import not_a_real_module\n"},
+            'handler = "handler:handler"',
+            "not_a_real_module",
+        ),
+        ({"handler.py": GOOD}, 'handler = "handler:missing"', "no callable 'missing'"),
+        ({"handler.py": GOOD}, 'handler = "elsewhere:handler"', "not in the bundle"),
+        (
+            {"handler.py": GOOD, "model.onnx": "this is not onnx"},
+            'handler = "handler:handler"\nmodel = "model.onnx"',
+            "does not load",
+        ),
+        (
+            {"handler.py": GOOD},
+            'handler = "handler:handler"\n[validation]\ninput = {}\nexpected = {ok = false, v = 1}',
+            "validation sample failed",
+        ),
+        (
+            {"handler.py": GOOD},
+            'handler = "handler:handler"\n[validation]\ninput = {}\npath = "v"\nrange = [2, 3]',
+            "outside [2.0, 3.0]",
+        ),
+        (
+            {"handler.py": "raise RuntimeError('boom at import')\n"},
+            'handler = "handler:handler"',
+            "boom at import",
+        ),
+    ],
+)
 def test_broken_bundles_are_refused_and_change_nothing(
-        server: Server, tmp_path: Path, files: dict[str, str], config: str, expect: str) -> None:
+    server: Server, tmp_path: Path, files: dict[str, str], config: str, expect: str
+) -> None:
     good = write_bundle(tmp_path / "good", GOOD, 'handler = "handler:handler"\n')
     assert server.deploy_folder("guarded", good).status_code in (200, 201)
     before = server.client.get("/v1/functions/guarded").json()
@@ -139,8 +161,9 @@ def test_broken_bundles_are_refused_and_change_nothing(
 
 
 def test_validation_sample_passes(server: Server, tmp_path: Path) -> None:
-    config = ('handler = "handler:handler"\n[validation]\ninput = {}\n'
-              'expected = {ok = true, v = 1}\n')
+    config = (
+        'handler = "handler:handler"\n[validation]\ninput = {}\nexpected = {ok = true, v = 1}\n'
+    )
     bundle = write_bundle(tmp_path / "b", GOOD, config)
     assert server.deploy_folder("validated", bundle).status_code == 201
 
@@ -152,11 +175,14 @@ def test_bundle_with_model_and_yaml_config(server: Server, tmp_path: Path) -> No
     bundle.mkdir()
     joblib.dump(forest, bundle / "forest.joblib")
     (bundle / "app.py").write_text(
+        "import numpy\n"
         "def handler(event, context):\n"
-        "    rows = event['rows']\n"
-        "    return {'labels': [int(x) for x in context.model.predict(__import__('numpy').array(rows))['predictions']]}\n")
+        "    result = context.model.predict(numpy.array(event['rows']))\n"
+        "    return {'labels': [int(x) for x in result['predictions']]}\n"
+    )
     (bundle / "coldbrew.yaml").write_text(
-        "handler: app:handler\nmodel: forest.joblib\nmemory_mb: 384\n")
+        "handler: app:handler\nmodel: forest.joblib\nmemory_mb: 384\n"
+    )
     assert server.deploy_folder("yaml-fn", bundle).status_code == 201
     body = server.invoke("yaml-fn", {"rows": data.data[:3].tolist()}).json()
     assert body["labels"] == forest.predict(data.data[:3]).tolist()
@@ -164,22 +190,29 @@ def test_bundle_with_model_and_yaml_config(server: Server, tmp_path: Path) -> No
 
 def test_raw_body_deploy_and_refusals(server: Server, models: dict) -> None:
     path, _ = models["onnx"]
-    response = server.client.post("/v1/functions", params={"name": "raw", "filename": "m.onnx"},
-                                  content=path.read_bytes())
+    response = server.client.post(
+        "/v1/functions", params={"name": "raw", "filename": "m.onnx"}, content=path.read_bytes()
+    )
     assert response.status_code == 201, response.text
-    unknown = server.client.post("/v1/functions", params={"name": "raw", "filename": "m.txt"},
-                                 content=b"x")
+    unknown = server.client.post(
+        "/v1/functions", params={"name": "raw", "filename": "m.txt"}, content=b"x"
+    )
     assert unknown.status_code == 400
     assert unknown.json()["error"]["code"] == "VALIDATION_ERROR"
-    bad_name = server.client.post("/v1/functions", params={"name": "no/slash!",
-                                                           "filename": "m.onnx"},
-                                  content=path.read_bytes())
+    bad_name = server.client.post(
+        "/v1/functions",
+        params={"name": "no/slash!", "filename": "m.onnx"},
+        content=path.read_bytes(),
+    )
     assert bad_name.status_code == 400
 
 
 def test_list_get_delete(server: Server, tmp_path: Path) -> None:
-    bundle = write_bundle(tmp_path / "d", 'import os\ndef handler(e, c):\n    return os.getpid()\n',
-                          'handler = "handler:handler"\n')
+    bundle = write_bundle(
+        tmp_path / "d",
+        "import os\ndef handler(e, c):\n    return os.getpid()\n",
+        'handler = "handler:handler"\n',
+    )
     assert server.deploy_folder("doomed", bundle).status_code == 201
     pid = server.invoke("doomed", {}).json()
     names = [f["name"] for f in server.client.get("/v1/functions").json()["functions"]]

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from support import Server, pid_alive, write_bundle
 
-BEHAVIOUR = '''
+BEHAVIOUR = """
 import os, time
 
 def handler(event, context):
@@ -25,7 +26,7 @@ def handler(event, context):
     elif action == "crash":
         os._exit(13)
     return {"pid": os.getpid(), "n": event.get("n")}
-'''
+"""
 
 
 def deploy(server: Server, tmp_path: Path, name: str, config: str) -> None:
@@ -57,9 +58,12 @@ def test_cold_then_warm_then_scale_to_zero(server: Server, tmp_path: Path) -> No
 def test_max_instances_and_concurrency_hold(server: Server, tmp_path: Path) -> None:
     deploy(server, tmp_path, "capped", "max_instances = 2\nconcurrency = 1\nqueue_timeout_s = 30\n")
     with ThreadPoolExecutor(8) as pool:
-        responses = list(pool.map(
-            lambda n: server.invoke("capped", {"action": "sleep", "seconds": 0.3, "n": n}),
-            range(8)))
+        responses = list(
+            pool.map(
+                lambda n: server.invoke("capped", {"action": "sleep", "seconds": 0.3, "n": n}),
+                range(8),
+            )
+        )
     assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
     assert len(server.instances("capped")) <= 2
     with ThreadPoolExecutor(6) as pool:
@@ -72,8 +76,11 @@ def test_concurrency_per_instance(server: Server, tmp_path: Path) -> None:
     deploy(server, tmp_path, "shared", "max_instances = 1\nconcurrency = 4\n")
     started = time.monotonic()
     with ThreadPoolExecutor(4) as pool:
-        responses = list(pool.map(
-            lambda n: server.invoke("shared", {"action": "sleep", "seconds": 1.0}), range(4)))
+        responses = list(
+            pool.map(
+                lambda n: server.invoke("shared", {"action": "sleep", "seconds": 1.0}), range(4)
+            )
+        )
     elapsed = time.monotonic() - started
     assert all(r.status_code == 200 for r in responses)
     assert elapsed < 3.5, "four invocations should run at once on one instance"
@@ -81,11 +88,18 @@ def test_concurrency_per_instance(server: Server, tmp_path: Path) -> None:
 
 
 def test_throttled_beyond_queue(server: Server, tmp_path: Path) -> None:
-    deploy(server, tmp_path, "narrow",
-           "max_instances = 1\nmax_queue = 1\nqueue_timeout_s = 0.5\ntimeout_s = 10\n")
+    deploy(
+        server,
+        tmp_path,
+        "narrow",
+        "max_instances = 1\nmax_queue = 1\nqueue_timeout_s = 0.5\ntimeout_s = 10\n",
+    )
     with ThreadPoolExecutor(4) as pool:
-        responses = list(pool.map(
-            lambda n: server.invoke("narrow", {"action": "sleep", "seconds": 1.5}), range(4)))
+        responses = list(
+            pool.map(
+                lambda n: server.invoke("narrow", {"action": "sleep", "seconds": 1.5}), range(4)
+            )
+        )
     codes = sorted(r.status_code for r in responses)
     assert codes.count(200) >= 1
     throttled = [r for r in responses if r.status_code == 429]
@@ -142,9 +156,12 @@ def test_crash_fails_only_its_invocation(server: Server, tmp_path: Path) -> None
 def test_concurrent_invocations_get_their_own_answers(server: Server, tmp_path: Path) -> None:
     deploy(server, tmp_path, "many", "max_instances = 4\nconcurrency = 2\n")
     with httpx.Client(base_url=server.url, timeout=30) as client, ThreadPoolExecutor(16) as pool:
-        results = list(pool.map(
-            lambda n: client.post("/v1/functions/many/invoke", json={"n": n}).json()["n"],
-            range(200)))
+        results = list(
+            pool.map(
+                lambda n: client.post("/v1/functions/many/invoke", json={"n": n}).json()["n"],
+                range(200),
+            )
+        )
     assert results == list(range(200))
 
 
@@ -162,9 +179,13 @@ def test_memory_limit_without_cgroups(tmp_path: Path) -> None:
     rss_server.start()
     try:
         deploy(rss_server, tmp_path, "greedy", "memory_mb = 128\ntimeout_s = 20\n")
-        code = BEHAVIOUR.replace("return {\"allocated\": len(hoard)}",
-                                 "time.sleep(5)\n        return {\"allocated\": len(hoard)}")
-        bundle = write_bundle(tmp_path / "hold", code, 'handler = "handler:handler"\nmemory_mb = 128\n')
+        code = BEHAVIOUR.replace(
+            'return {"allocated": len(hoard)}',
+            'time.sleep(5)\n        return {"allocated": len(hoard)}',
+        )
+        bundle = write_bundle(
+            tmp_path / "hold", code, 'handler = "handler:handler"\nmemory_mb = 128\n'
+        )
         assert rss_server.deploy_folder("holder", bundle).status_code == 201
         response = rss_server.invoke("holder", {"action": "allocate", "mb": 400})
         assert response.status_code == 502, response.text

@@ -8,7 +8,7 @@ import pytest
 
 from support import Server, write_bundle
 
-LAMBDA_HANDLER = '''
+LAMBDA_HANDLER = """
 import json, os
 
 def handler(event, context):
@@ -32,9 +32,9 @@ def handler(event, context):
         "env_greeting": os.environ.get("GREETING"),
         "env_fn": os.environ.get("AWS_LAMBDA_FUNCTION_NAME"),
     }
-'''
+"""
 
-CONFIG = '''
+CONFIG = """
 handler = "handler:handler"
 memory_mb = 256
 timeout_s = 7
@@ -45,7 +45,7 @@ GREETING = "hello"
 [schema]
 type = "object"
 properties = { n = { type = "integer", minimum = 0 } }
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -107,8 +107,10 @@ def test_schema_and_json_validation(server: Server, lambda_fn: str) -> None:
 
 
 def test_payload_too_large(server: Server, lambda_fn: str) -> None:
-    response = server.client.post(f"/v1/functions/{lambda_fn}/invoke",
-                                  content=b'{"x": "' + b"a" * (6 * 1024 * 1024 + 10) + b'"}')
+    response = server.client.post(
+        f"/v1/functions/{lambda_fn}/invoke",
+        content=b'{"x": "' + b"a" * (6 * 1024 * 1024 + 10) + b'"}',
+    )
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
 
@@ -123,7 +125,9 @@ def test_unknown_function_and_qualifier(server: Server, lambda_fn: str) -> None:
 
 
 def test_qualifiers_pick_versions(server: Server, tmp_path: Path) -> None:
-    code = 'def handler(event, context):\n    return {"v": %d, "version": context.function_version}\n'
+    code = (
+        'def handler(event, context):\n    return {"v": %d, "version": context.function_version}\n'
+    )
     for n in (1, 2):
         bundle = write_bundle(tmp_path / f"v{n}", code % n, 'handler = "handler:handler"\n')
         assert server.deploy_folder("versioned", bundle).json()["version"] == n

@@ -5,9 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from support import Server, write_bundle
 
-HANDLER = 'def handler(event, context):\n    return {"twice": event["x"] * 2, "v": context.function_version}\n'
+HANDLER = (
+    "def handler(event, context):\n"
+    '    return {"twice": event["x"] * 2, "v": context.function_version}\n'
+)
 
 
 def deploy_restart_invoke(tmp_path: Path, env: dict[str, str]) -> None:

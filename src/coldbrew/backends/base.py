@@ -1,7 +1,7 @@
 """Where instances run. A backend turns an ``InstanceSpec`` into a live process with a channel.
 
-    Backend (Protocol)
-    └── LocalBackend   processes forked from a template server on this machine (default)
+Backend (Protocol)
+└── LocalBackend   processes forked from a template server on this machine (default)
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ class InstanceSpec:
     memory_mb: int
     environment: dict[str, str] = field(default_factory=dict)
     run_validation: bool = False
+    template_key: str | None = None
+    """Fork from this version's template when one is running (see ``start_version_template``)."""
 
 
 @dataclass
@@ -41,6 +43,13 @@ class Backend(Protocol):
     async def stop(self) -> None: ...
 
     async def spawn(self, spec: InstanceSpec) -> SpawnedInstance: ...
+
+    async def start_version_template(self, key: str, spec: InstanceSpec) -> float:
+        """Load ``spec``'s version into a template under ``key``; returns its load time (ms)."""
+
+    def stop_version_template(self, key: str) -> None: ...
+
+    def has_version_template(self, key: str) -> bool: ...
 
     def kill(self, instance_id: str) -> None:
         """Stop the instance's process now (SIGKILL): used for timeouts and scale-down."""

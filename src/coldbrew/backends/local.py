@@ -52,14 +52,57 @@ def base_environment() -> dict[str, str]:
     return env
 
 
+class ForkServer:
+    """A template process (the runtime template or a version template) and its control socket."""
+
+    def __init__(self, control: socket.socket, pid: int) -> None:
+        self.control = control
+        self.pid = pid
+        self.lock = threading.Lock()
+
+    def request(self, message: m.Spawn | m.SpawnTemplate, fd: int) -> int:
+        """Blocking: send the request with ``fd`` attached and wait for the fork's pid."""
+        with self.lock:
+            socket.send_fds(self.control, [m.encode_packet(message)], [fd])
+            data = self.control.recv(MAX_PACKET)
+        if not data:
+            raise BackendError("the template server has gone away")
+        reply = m.decode_control(data)
+        if isinstance(reply, m.Spawned):
+            return reply.pid
+        why = reply.message if isinstance(reply, m.SpawnFailed) else "unexpected reply"
+        raise BackendError(f"the template could not fork: {why}")
+
+    def close(self) -> None:
+        self.control.close()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(self.pid, signal.SIGKILL)
+
+
+def await_template_ready(control: socket.socket, timeout_s: float) -> m.TemplateReady:
+    control.settimeout(timeout_s)
+    try:
+        data = control.recv(MAX_PACKET)
+    except TimeoutError:
+        raise BackendError(f"the template did not get ready within {timeout_s:g} s") from None
+    finally:
+        control.settimeout(None)
+    reply = m.decode_control(data) if data else None
+    if isinstance(reply, m.TemplateReady):
+        return reply
+    if isinstance(reply, m.SpawnFailed):
+        raise BackendError(f"the template failed to load: {reply.message}")
+    raise BackendError("the template exited while starting")
+
+
 class TemplateServer:
-    """The runtime template process and its control socket."""
+    """The runtime template: a ``python -m coldbrew.runtime.template`` child of the gateway."""
 
     def __init__(self, preload: list[str], log_path: Path) -> None:
         self.preload = preload
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
-        self.control: socket.socket | None = None
+        self.server: ForkServer | None = None
         self.lock = threading.Lock()
         self.preload_ms = 0.0
 
@@ -79,36 +122,29 @@ class TemplateServer:
                 start_new_session=True,
             )
         theirs.close()
-        ours.settimeout(120)
-        ready = m.decode_control(ours.recv(MAX_PACKET) or b"\xc0")
-        if not isinstance(ready, m.TemplateReady):
-            raise BackendError(f"template server did not start; see {self.log_path}")
-        ours.settimeout(None)
-        self.control = ours
+        try:
+            ready = await_template_ready(ours, 120)
+        except BackendError as exc:
+            raise BackendError(f"{exc.message}; see {self.log_path}") from None
+        self.server = ForkServer(ours, ready.pid)
         self.preload_ms = ready.preload_ms
         log.info("runtime template ready (pid %s, preload %.0f ms)", ready.pid, ready.preload_ms)
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def spawn(self, spawn: m.Spawn, channel_fd: int) -> int:
-        """Blocking: send the request with the channel fd and wait for the fork's pid."""
+    def request(self, message: m.Spawn | m.SpawnTemplate, fd: int) -> int:
         with self.lock:
-            if not self.alive():
+            if not self.alive() or self.server is None:
                 self.stop()
                 self.start()
-            assert self.control is not None
-            socket.send_fds(self.control, [m.encode_packet(spawn)], [channel_fd])
-            reply = m.decode_control(self.control.recv(MAX_PACKET))
-        if isinstance(reply, m.Spawned):
-            return reply.pid
-        message = reply.message if isinstance(reply, m.SpawnFailed) else "unexpected reply"
-        raise BackendError(f"template could not fork an instance: {message}")
+            assert self.server is not None
+            return self.server.request(message, fd)
 
     def stop(self) -> None:
-        if self.control is not None:
-            self.control.close()
-            self.control = None
+        if self.server is not None:
+            self.server.control.close()
+            self.server = None
         if self.process is not None:
             with contextlib.suppress(ProcessLookupError):
                 self.process.terminate()
@@ -130,6 +166,7 @@ class LocalBackend:
         self.pids: dict[str, int] = {}
         self.limits_mb: dict[str, int] = {}
         self.over_memory: set[str] = set()
+        self.version_templates: dict[str, ForkServer] = {}
         self._sampler: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -149,6 +186,8 @@ class LocalBackend:
             self._sampler.cancel()
         for instance_id in list(self.pids):
             self.kill(instance_id)
+        for key in list(self.version_templates):
+            self.stop_version_template(key)
         await asyncio.to_thread(self.template.stop)
         if self.cgroups:
             await asyncio.sleep(0.05)
@@ -156,27 +195,28 @@ class LocalBackend:
 
     def instance_environment(self, spec: InstanceSpec, work_dir: Path) -> dict[str, str]:
         env = base_environment()
-        env.update({
-            "AWS_LAMBDA_FUNCTION_NAME": spec.function_name,
-            "AWS_LAMBDA_FUNCTION_VERSION": spec.version,
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
-            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{spec.function_name}",
-            "AWS_LAMBDA_LOG_STREAM_NAME": f"[{spec.version}]{spec.instance_id}",
-            "AWS_REGION": "us-east-1",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "LAMBDA_TASK_ROOT": spec.bundle_dir,
-            "_HANDLER": str(spec.config.get("handler", "")),
-            "TMPDIR": str(work_dir),
-        })
+        env.update(
+            {
+                "AWS_LAMBDA_FUNCTION_NAME": spec.function_name,
+                "AWS_LAMBDA_FUNCTION_VERSION": spec.version,
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
+                "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{spec.function_name}",
+                "AWS_LAMBDA_LOG_STREAM_NAME": f"[{spec.version}]{spec.instance_id}",
+                "AWS_REGION": "us-east-1",
+                "AWS_DEFAULT_REGION": "us-east-1",
+                "LAMBDA_TASK_ROOT": spec.bundle_dir,
+                "_HANDLER": str(spec.config.get("handler", "")),
+                "TMPDIR": str(work_dir),
+            }
+        )
         env.update(spec.environment)
         return env
 
-    async def spawn(self, spec: InstanceSpec) -> SpawnedInstance:
+    def _spawn_message(self, spec: InstanceSpec, cgroup_procs: str | None) -> m.Spawn:
         work_dir = self.settings.run_dir / "instances" / spec.instance_id
         log_path = self.settings.logs_dir / "functions" / f"{spec.function_name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        cgroup_procs = self.cgroups.prepare(spec.instance_id, spec.memory_mb) if self.cgroups else None
-        spawn = m.Spawn(
+        return m.Spawn(
             instance_id=spec.instance_id,
             function_name=spec.function_name,
             version=spec.version,
@@ -188,9 +228,15 @@ class LocalBackend:
             cgroup_procs=cgroup_procs,
             run_validation=spec.run_validation,
         )
+
+    async def spawn(self, spec: InstanceSpec) -> SpawnedInstance:
+        cgroup_procs = (
+            self.cgroups.prepare(spec.instance_id, spec.memory_mb) if self.cgroups else None
+        )
+        spawn = self._spawn_message(spec, cgroup_procs)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            pid = await asyncio.to_thread(self.template.spawn, spawn, theirs.fileno())
+            pid = await asyncio.to_thread(self._fork, spec.template_key, spawn, theirs.fileno())
         except BaseException:
             ours.close()
             self.release(spec.instance_id)
@@ -201,6 +247,46 @@ class LocalBackend:
         self.limits_mb[spec.instance_id] = spec.memory_mb
         reader, writer = await asyncio.open_unix_connection(sock=ours, limit=m.MAX_FRAME)
         return SpawnedInstance(spec.instance_id, pid, reader, writer)
+
+    def _fork(self, template_key: str | None, spawn: m.Spawn, fd: int) -> int:
+        """Fork from the version's template when there is one, else from the runtime template."""
+        server = self.version_templates.get(template_key) if template_key else None
+        if server is not None:
+            try:
+                return server.request(spawn, fd)
+            except (BackendError, OSError):
+                log.warning("version template %s is gone; using the runtime template", template_key)
+                self.stop_version_template(template_key or "")
+        return self.template.request(spawn, fd)
+
+    # --- version templates ----------------------------------------------------------------------
+    async def start_version_template(self, key: str, spec: InstanceSpec) -> float:
+        if key in self.version_templates:
+            return 0.0
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        request = m.SpawnTemplate(
+            template_id=spec.instance_id, version=self._spawn_message(spec, None)
+        )
+        try:
+            pid = await asyncio.to_thread(self.template.request, request, theirs.fileno())
+            theirs.close()
+            ready = await asyncio.to_thread(await_template_ready, ours, 120)
+        except BaseException:
+            ours.close()
+            theirs.close()
+            raise
+        self.version_templates[key] = ForkServer(ours, pid)
+        log.info("version template for %s ready (pid %s, load %.0f ms)", key, pid, ready.preload_ms)
+        return ready.preload_ms
+
+    def stop_version_template(self, key: str) -> None:
+        server = self.version_templates.pop(key, None)
+        if server is not None:
+            server.close()
+            log.info("version template for %s stopped", key)
+
+    def has_version_template(self, key: str) -> bool:
+        return key in self.version_templates
 
     def kill(self, instance_id: str) -> None:
         pid = self.pids.get(instance_id)
@@ -233,8 +319,12 @@ class LocalBackend:
                 limit = self.limits_mb.get(instance_id)
                 used = await asyncio.to_thread(unique_memory_bytes, pid)
                 if limit and used is not None and used > limit << 20:
-                    log.warning("instance %s uses %d MB, over memory_mb=%d: killing",
-                                instance_id, used >> 20, limit)
+                    log.warning(
+                        "instance %s uses %d MB, over memory_mb=%d: killing",
+                        instance_id,
+                        used >> 20,
+                        limit,
+                    )
                     self.over_memory.add(instance_id)
                     self.kill(instance_id)
 

@@ -68,19 +68,22 @@ def check_bundle(bundle: Path, config: FunctionConfig) -> None:
     ).is_file()
     if not in_bundle and importlib.util.find_spec(module.split(".")[0]) is None:
         raise errors.DeployError(
-            f"handler module '{module}' is not in the bundle (looked for {relative}.py)")
+            f"handler module '{module}' is not in the bundle (looked for {relative}.py)"
+        )
 
 
 class DeployService:
-    def __init__(self, registry: Registry, store: ArtifactStore, backend: Backend,
-                 scheduler: Scheduler) -> None:
+    def __init__(
+        self, registry: Registry, store: ArtifactStore, backend: Backend, scheduler: Scheduler
+    ) -> None:
         self.registry = registry
         self.store = store
         self.backend = backend
         self.scheduler = scheduler
 
-    async def deploy(self, name: str, bundle: Path, model_file: str | None = None,
-                     description: str = "") -> DeployResult:
+    async def deploy(
+        self, name: str, bundle: Path, model_file: str | None = None, description: str = ""
+    ) -> DeployResult:
         config = config_for_model_file(model_file) if model_file else load_config(bundle)
         check_bundle(bundle, config)
         init_ms = await self.trial_load(name, bundle, config)
@@ -88,8 +91,13 @@ class DeployService:
         manifest = await asyncio.to_thread(store_folder, self.store, bundle)
         digest = content_hash(manifest, config_json)
         record, created = await asyncio.to_thread(
-            self.registry.create_version, name, content_sha256=digest, config=config_json,
-            manifest=manifest, description=description or config.description)
+            self.registry.create_version,
+            name,
+            content_sha256=digest,
+            config=config_json,
+            manifest=manifest,
+            description=description or config.description,
+        )
         self.scheduler.forget(name)
         await self.scheduler.warm(name)
         log.info("deployed %s version %s (new: %s)", name, record.number, created)
@@ -99,21 +107,31 @@ class DeployService:
         """Load the bundle in a throwaway instance, running the validation sample if any."""
         instance_id = "trial-" + uuid.uuid4().hex[:12]
         instance = Instance(instance_id, f"{name}:trial", 1, self.backend, lambda _: None)
-        spawned = await self.backend.spawn(InstanceSpec(
-            instance_id=instance_id, function_name=name, version="trial",
-            bundle_dir=str(bundle), config=config.to_json_dict(), memory_mb=config.memory_mb,
-            environment=dict(config.environment), run_validation=True))
+        spawned = await self.backend.spawn(
+            InstanceSpec(
+                instance_id=instance_id,
+                function_name=name,
+                version="trial",
+                bundle_dir=str(bundle),
+                config=config.to_json_dict(),
+                memory_mb=config.memory_mb,
+                environment=dict(config.environment),
+                run_validation=True,
+            )
+        )
         instance.attach(spawned)
         try:
             await asyncio.wait_for(asyncio.shield(instance.ready), TRIAL_LOAD_TIMEOUT_S)
         except TimeoutError:
             raise errors.DeployError(
-                f"the bundle did not finish loading within {TRIAL_LOAD_TIMEOUT_S:g} s") from None
+                f"the bundle did not finish loading within {TRIAL_LOAD_TIMEOUT_S:g} s"
+            ) from None
         except errors.DeployError:
             raise
         except errors.ColdbrewError as exc:
-            raise errors.DeployError(f"the bundle failed to load: {exc.message}",
-                                     cause=exc.code) from None
+            raise errors.DeployError(
+                f"the bundle failed to load: {exc.message}", cause=exc.code
+            ) from None
         finally:
             instance.stop()
             await instance.wait_closed()

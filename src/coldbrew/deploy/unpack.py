@@ -46,7 +46,9 @@ def _extract_zip(archive: Path, dest: Path) -> None:
             for member in bundle.infolist():
                 parts = PurePosixPath(member.filename).parts
                 if member.filename.startswith("/") or ".." in parts:
-                    raise errors.ValidationError(f"archive member {member.filename!r} escapes the bundle")
+                    raise errors.ValidationError(
+                        f"archive member {member.filename!r} escapes the bundle"
+                    )
             bundle.extractall(dest)
     except (zipfile.BadZipFile, OSError) as exc:
         raise errors.ValidationError(f"cannot read the bundle archive: {exc}") from None
@@ -81,4 +83,5 @@ def unpack_upload(upload: Path, filename: str, dest: Path) -> tuple[Path, str | 
         return dest, name
     raise errors.ValidationError(
         f"'{name}' is neither a bundle archive ({', '.join(ARCHIVE_SUFFIXES)}) nor a model file "
-        f"({', '.join(sorted(MODEL_SUFFIXES))})")
+        f"({', '.join(sorted(MODEL_SUFFIXES))})"
+    )

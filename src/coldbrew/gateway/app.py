@@ -31,8 +31,7 @@ def routes() -> list[Route]:
         Route("/v1/functions/{name}/versions", functions.list_versions, methods=["GET"]),
         Route("/v1/functions/{name}/aliases", functions.list_aliases, methods=["GET"]),
         Route("/v1/functions/{name}/aliases/{alias}", functions.put_alias, methods=["PUT"]),
-        Route("/v1/functions/{name}/aliases/{alias}", functions.delete_alias,
-              methods=["DELETE"]),
+        Route("/v1/functions/{name}/aliases/{alias}", functions.delete_alias, methods=["DELETE"]),
         Route("/v1/functions/{name}/invoke", invoke.invoke, methods=["POST"]),
     ]
 
@@ -48,7 +47,10 @@ def create_app(settings: Settings, platform: Platform | None = None) -> Starlett
         finally:
             await platform.stop()
 
-    app = Starlette(routes=routes(), exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-                    lifespan=lifespan)
+    app = Starlette(
+        routes=routes(),
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        lifespan=lifespan,
+    )
     app.state.platform = platform
     return app

@@ -22,4 +22,5 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 def _too_large(limit: int) -> errors.PayloadTooLarge:
     return errors.PayloadTooLarge(
-        f"request body is larger than the {limit / 1024 / 1024:g} MB limit", limit_bytes=limit)
+        f"request body is larger than the {limit / 1024 / 1024:g} MB limit", limit_bytes=limit
+    )

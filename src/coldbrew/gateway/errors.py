@@ -37,15 +37,20 @@ STATUS_BY_CODE: dict[str, int] = {
 
 
 def json_response(status: int, content: Any, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(content), status_code=status, headers=headers,
-                    media_type="application/json")
+    return Response(
+        orjson.dumps(content), status_code=status, headers=headers, media_type="application/json"
+    )
 
 
-def error_response(code: str, message: str, status: int | None = None,
-                   headers: dict[str, str] | None = None, **details: Any) -> Response:
+def error_response(
+    code: str,
+    message: str,
+    status: int | None = None,
+    headers: dict[str, str] | None = None,
+    **details: Any,
+) -> Response:
     status = status or STATUS_BY_CODE.get(code, 500)
-    return json_response(status, {"error": {"code": code, "message": message, **details}},
-                         headers)
+    return json_response(status, {"error": {"code": code, "message": message, **details}}, headers)
 
 
 def from_exception(exc: errors.ColdbrewError, headers: dict[str, str] | None = None) -> Response:
@@ -65,15 +70,17 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         return error_response("NOT_FOUND", f"no route for {request.method} {request.url.path}")
     if exc.status_code == 405:
-        return error_response("METHOD_NOT_ALLOWED",
-                              f"{request.method} is not allowed on {request.url.path}", 405)
+        return error_response(
+            "METHOD_NOT_ALLOWED", f"{request.method} is not allowed on {request.url.path}", 405
+        )
     return error_response("HTTP_ERROR", str(exc.detail), exc.status_code)
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response("INTERNAL_ERROR",
-                          "the platform hit an unexpected error; it has been logged", 500)
+    return error_response(
+        "INTERNAL_ERROR", "the platform hit an unexpected error; it has been logged", 500
+    )
 
 
 EXCEPTION_HANDLERS = {

@@ -37,8 +37,9 @@ def _jsonable(record: Any) -> dict[str, Any]:
     return data
 
 
-async def _receive_upload(request: Request, platform: Platform, workdir: Path
-                          ) -> tuple[str, str, Path, str]:
+async def _receive_upload(
+    request: Request, platform: Platform, workdir: Path
+) -> tuple[str, str, Path, str]:
     """Save the upload to ``workdir``; returns (name, filename, saved path, description)."""
     limit = platform.settings.max_bundle_bytes
     content_type = request.headers.get("content-type", "")
@@ -61,7 +62,8 @@ async def _receive_upload(request: Request, platform: Platform, workdir: Path
         description = request.query_params.get("description", "")
         if not filename:
             raise errors.ValidationError(
-                "raw deploy needs ?filename= (e.g. bundle.tar.gz or model.onnx)")
+                "raw deploy needs ?filename= (e.g. bundle.tar.gz or model.onnx)"
+            )
         saved.write_bytes(await read_body(request, limit))
     if not name:
         raise errors.ValidationError("deploy needs a function name ('name' field or ?name=)")
@@ -73,8 +75,9 @@ async def deploy(request: Request) -> Response:
     workdir = Path(tempfile.mkdtemp(prefix="deploy-", dir=platform.settings.run_dir))
     try:
         name, filename, saved, description = await _receive_upload(request, platform, workdir)
-        bundle, model_file = await asyncio.to_thread(unpack_upload, saved, filename,
-                                                     workdir / "bundle")
+        bundle, model_file = await asyncio.to_thread(
+            unpack_upload, saved, filename, workdir / "bundle"
+        )
         result = await platform.deployer.deploy(name, bundle, model_file, description)
     finally:
         await asyncio.to_thread(shutil.rmtree, workdir, True)
@@ -83,8 +86,10 @@ async def deploy(request: Request) -> Response:
 
 async def list_functions(request: Request) -> Response:
     functions = await asyncio.to_thread(_platform(request).registry.list_functions)
-    return json_response(200, {"functions": [
-        {**_jsonable(f), "latest_version": f.latest_version} for f in functions]})
+    return json_response(
+        200,
+        {"functions": [{**_jsonable(f), "latest_version": f.latest_version} for f in functions]},
+    )
 
 
 async def get_function(request: Request) -> Response:
@@ -92,15 +97,18 @@ async def get_function(request: Request) -> Response:
     name = request.path_params["name"]
     function = await asyncio.to_thread(platform.registry.get_function, name)
     versions = await asyncio.to_thread(platform.registry.list_versions, name)
-    return json_response(200, {
-        **_jsonable(function),
-        "latest_version": function.latest_version,
-        "versions": [
-            {k: v for k, v in _jsonable(v).items() if k not in ("manifest", "function_name")}
-            for v in versions
-        ],
-        "pools": platform.scheduler.instances_of(name),
-    })
+    return json_response(
+        200,
+        {
+            **_jsonable(function),
+            "latest_version": function.latest_version,
+            "versions": [
+                {k: v for k, v in _jsonable(v).items() if k not in ("manifest", "function_name")}
+                for v in versions
+            ],
+            "pools": platform.scheduler.instances_of(name),
+        },
+    )
 
 
 async def delete_function(request: Request) -> Response:
@@ -113,10 +121,15 @@ async def delete_function(request: Request) -> Response:
 
 async def list_versions(request: Request) -> Response:
     platform = _platform(request)
-    versions = await asyncio.to_thread(platform.registry.list_versions,
-                                       request.path_params["name"])
-    return json_response(200, {"versions": [
-        {k: v for k, v in _jsonable(v).items() if k != "function_name"} for v in versions]})
+    versions = await asyncio.to_thread(platform.registry.list_versions, request.path_params["name"])
+    return json_response(
+        200,
+        {
+            "versions": [
+                {k: v for k, v in _jsonable(v).items() if k != "function_name"} for v in versions
+            ]
+        },
+    )
 
 
 async def list_aliases(request: Request) -> Response:

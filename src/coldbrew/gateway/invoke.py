@@ -58,8 +58,9 @@ def check_schema(version: VersionInfo, event: Any) -> None:
     error = jsonschema.exceptions.best_match(validator.iter_errors(event))
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(root)"
-        raise errors.ValidationError(f"event does not match the function's schema at {where}: "
-                                     f"{error.message}", path=where)
+        raise errors.ValidationError(
+            f"event does not match the function's schema at {where}: {error.message}", path=where
+        )
 
 
 def outcome_headers(outcome: Outcome) -> dict[str, str]:
@@ -81,9 +82,14 @@ def render_outcome(outcome: Outcome) -> Response:
         error = outcome.error
         if error.code == "FUNCTION_ERROR":
             return error_response(
-                "FUNCTION_ERROR", f"the handler raised {error.type}: {error.message}",
-                headers=headers, errorType=error.type, errorMessage=error.message,
-                stackTrace=error.stack, requestId=outcome.request_id)
+                "FUNCTION_ERROR",
+                f"the handler raised {error.type}: {error.message}",
+                headers=headers,
+                errorType=error.type,
+                errorMessage=error.message,
+                stackTrace=error.stack,
+                requestId=outcome.request_id,
+            )
         return error_response(error.code, error.message, headers=headers)
     if looks_like_proxy(outcome.body):
         response = proxy_response(orjson.loads(outcome.body), headers)
@@ -101,8 +107,7 @@ async def invoke(request: Request) -> Response:
         event = parse_event(payload)
         version = await platform.scheduler.resolve(name, qualifier)
         check_schema(version, event)
-        outcome = await platform.scheduler.invoke(version, payload, request_id,
-                                                  qualifier=qualifier)
+        outcome = await platform.scheduler.invoke(version, payload, request_id, qualifier=qualifier)
     except errors.ColdbrewError as exc:
         return from_exception(exc, {"x-request-id": request_id})
     return render_outcome(outcome)

@@ -41,10 +41,10 @@ def proxy_response(result: Any, extra_headers: dict[str, str]) -> Response | Non
         raw = orjson.dumps(body)
     response = Response(raw, status_code=status, headers=extra_headers)
     headers = result.get("headers") or {}
-    for key, value in (headers.items() if isinstance(headers, dict) else []):
+    for key, value in headers.items() if isinstance(headers, dict) else []:
         response.headers[str(key)] = str(value)
     multi = result.get("multiValueHeaders") or {}
-    for key, values in (multi.items() if isinstance(multi, dict) else []):
+    for key, values in multi.items() if isinstance(multi, dict) else []:
         for value in values if isinstance(values, list) else [values]:
             response.headers.append(str(key), str(value))
     if "content-type" not in response.headers:

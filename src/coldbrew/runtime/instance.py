@@ -8,6 +8,7 @@ leaves instances behind.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import socket
@@ -41,8 +42,9 @@ class LoadError(Exception):
 
     def __init__(self, code: str, message: str, stack: list[str] | None = None) -> None:
         super().__init__(message)
-        self.info = m.ErrorInfo(code=code, type=type(self).__name__, message=message,
-                                stack=stack or [])
+        self.info = m.ErrorInfo(
+            code=code, type=type(self).__name__, message=message, stack=stack or []
+        )
 
 
 def error_info(exc: BaseException, code: str = "FUNCTION_ERROR") -> m.ErrorInfo:
@@ -70,14 +72,19 @@ class LoadedVersion:
 
         path = self.bundle_dir / self.config.model
         if not path.is_file():
-            raise LoadError("DEPLOY_ERROR", f"model file '{self.config.model}' is not in the bundle")
+            raise LoadError(
+                "DEPLOY_ERROR", f"model file '{self.config.model}' is not in the bundle"
+            )
         try:
             return load_model(path, fmt)
         except MemoryError:
             raise LoadError("OUT_OF_MEMORY", "loading the model exceeded memory_mb") from None
         except Exception as exc:
-            raise LoadError("DEPLOY_ERROR", f"model '{self.config.model}' does not load: {exc}",
-                            error_info(exc).stack) from None
+            raise LoadError(
+                "DEPLOY_ERROR",
+                f"model '{self.config.model}' does not load: {exc}",
+                error_info(exc).stack,
+            ) from None
 
     def _import_handler(self) -> Handler:
         module_name, _, attr = self.config.handler.partition(":")
@@ -93,10 +100,18 @@ class LoadedVersion:
             ) from None
         handler = getattr(module, attr, None)
         if not callable(handler):
-            raise LoadError("DEPLOY_ERROR",
-                            f"handler '{self.config.handler}': module '{module_name}' has no "
-                            f"callable '{attr}'")
+            raise LoadError(
+                "DEPLOY_ERROR",
+                f"handler '{self.config.handler}': module '{module_name}' has no callable '{attr}'",
+            )
         return handler
+
+    def for_instance(self, spawn: m.Spawn) -> LoadedVersion:
+        """This already-loaded version, as seen by one forked instance (its own id and env)."""
+        clone = object.__new__(LoadedVersion)
+        clone.__dict__.update(self.__dict__)
+        clone.spawn = spawn
+        return clone
 
     def context(self, invoke: m.Invoke) -> LambdaContext:
         spawn = self.spawn
@@ -119,8 +134,12 @@ class LoadedVersion:
         try:
             event = orjson.loads(invoke.payload) if invoke.payload else {}
         except orjson.JSONDecodeError as exc:
-            return m.Result(id=invoke.id, body=b"", duration_ms=0.0,
-                            error=m.ErrorInfo("VALIDATION_ERROR", "JSONDecodeError", str(exc)))
+            return m.Result(
+                id=invoke.id,
+                body=b"",
+                duration_ms=0.0,
+                error=m.ErrorInfo("VALIDATION_ERROR", "JSONDecodeError", str(exc)),
+            )
         try:
             output = self.handler(event, self.context(invoke))
             body = orjson.dumps(output, option=JSON_OPTIONS)
@@ -138,12 +157,21 @@ class LoadedVersion:
         sample = self.config.validation
         if sample is None:
             return
-        result = self.invoke(m.Invoke(id=0, request_id="validation", payload=orjson.dumps(sample.input),
-                                      deadline_ms=int(time.time() * 1000 + self.config.timeout_s * 1000),
-                                      invoked_function_arn=function_arn(self.spawn.function_name)))
+        result = self.invoke(
+            m.Invoke(
+                id=0,
+                request_id="validation",
+                payload=orjson.dumps(sample.input),
+                deadline_ms=int(time.time() * 1000 + self.config.timeout_s * 1000),
+                invoked_function_arn=function_arn(self.spawn.function_name),
+            )
+        )
         if result.error is not None:
-            raise LoadError("DEPLOY_ERROR", f"validation sample raised {result.error.type}: "
-                            f"{result.error.message}", result.error.stack)
+            raise LoadError(
+                "DEPLOY_ERROR",
+                f"validation sample raised {result.error.type}: {result.error.message}",
+                result.error.stack,
+            )
         problem = check_validation_sample(sample, orjson.loads(result.body))
         if problem:
             raise LoadError("DEPLOY_ERROR", f"validation sample failed: {problem}")
@@ -191,6 +219,20 @@ class InstanceServer:
                     self.pool.submit(self.run_one, message)
 
 
+def redirect_output(log_path: str) -> None:
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+
+
+def enter_environment(spawn: m.Spawn) -> None:
+    """The function's environment and folder, replacing the template's entirely."""
+    os.environ.clear()
+    os.environ.update(spawn.environment)
+    os.chdir(spawn.bundle_dir)
+
+
 def prepare_process(spawn: m.Spawn) -> None:
     """Isolate the freshly forked child: own session, cgroup, environment and working dir."""
     os.setsid()
@@ -199,21 +241,21 @@ def prepare_process(spawn: m.Spawn) -> None:
             Path(spawn.cgroup_procs).write_text(str(os.getpid()))
         except OSError as exc:
             print(f"coldbrew: could not join cgroup {spawn.cgroup_procs}: {exc}", file=sys.stderr)
-    log_fd = os.open(spawn.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(log_fd, 1)
-    os.dup2(log_fd, 2)
-    os.close(log_fd)
+    redirect_output(spawn.log_path)
     os.makedirs(spawn.work_dir, exist_ok=True)
-    os.environ.clear()
-    os.environ.update(spawn.environment)
-    os.chdir(spawn.bundle_dir)
+    enter_environment(spawn)
 
 
-def run_instance(spawn: m.Spawn, channel: socket.socket) -> None:
-    """Entry point of a forked instance. Never returns to the template's code."""
+def run_instance(
+    spawn: m.Spawn, channel: socket.socket, preloaded: LoadedVersion | None = None
+) -> None:
+    """Entry point of a forked instance. Never returns to the template's code.
+
+    ``preloaded`` is the version a version template loaded before forking: the instance serves
+    it at once instead of loading it."""
     started = time.perf_counter()
     try:
-        version = LoadedVersion(spawn)
+        version = preloaded.for_instance(spawn) if preloaded else LoadedVersion(spawn)
         if spawn.run_validation:
             version.validate()
     except LoadError as exc:
@@ -228,7 +270,5 @@ def run_instance(spawn: m.Spawn, channel: socket.socket) -> None:
 
 
 def _send_quietly(channel: socket.socket, message: m.LoadFailed) -> None:
-    try:
+    with contextlib.suppress(OSError):
         channel.sendall(m.encode(message))
-    except OSError:
-        pass

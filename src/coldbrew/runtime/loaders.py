@@ -97,7 +97,9 @@ class SklearnModel:
         classes = getattr(estimator, "classes_", None)
         self._classes = _plain(np.asarray(classes)) if classes is not None else None
         self._argmax_predicts = (
-            self._has_proba and classes is not None and np.asarray(classes).ndim == 1
+            self._has_proba
+            and classes is not None
+            and np.asarray(classes).ndim == 1
             and _final_step_name(estimator) in ARGMAX_CLASSIFIERS
         )
 
@@ -121,12 +123,22 @@ class SklearnModel:
 
 # Classifiers whose predict() is by definition classes_[argmax(predict_proba())]. Others (SVC's
 # Platt scaling, for one) may disagree with their own probabilities, so they keep predict().
-ARGMAX_CLASSIFIERS = frozenset({
-    "RandomForestClassifier", "ExtraTreesClassifier", "DecisionTreeClassifier",
-    "ExtraTreeClassifier", "GradientBoostingClassifier", "HistGradientBoostingClassifier",
-    "LogisticRegression", "KNeighborsClassifier", "GaussianNB", "MultinomialNB",
-    "BernoulliNB", "XGBClassifier",
-})
+ARGMAX_CLASSIFIERS = frozenset(
+    {
+        "RandomForestClassifier",
+        "ExtraTreesClassifier",
+        "DecisionTreeClassifier",
+        "ExtraTreeClassifier",
+        "GradientBoostingClassifier",
+        "HistGradientBoostingClassifier",
+        "LogisticRegression",
+        "KNeighborsClassifier",
+        "GaussianNB",
+        "MultinomialNB",
+        "BernoulliNB",
+        "XGBClassifier",
+    }
+)
 
 
 def _final_step_name(estimator: Any) -> str:

@@ -52,6 +52,16 @@ class TemplateReady(msgspec.Struct, tag="template_ready", frozen=True):
     preload_ms: float
 
 
+class SpawnTemplate(msgspec.Struct, tag="spawn_template", frozen=True):
+    """Fork a *version template*: a process that loads one version's model and handler once and
+    then forks that version's instances ready to serve. Its own control socket travels with this
+    frame (SCM_RIGHTS); it answers ``TemplateReady`` or ``SpawnFailed`` on that socket."""
+
+    template_id: str
+    version: Spawn
+    """What to load: the same description an instance of this version would get."""
+
+
 class Spawned(msgspec.Struct, tag="spawned", frozen=True):
     instance_id: str
     pid: int
@@ -99,7 +109,7 @@ class Shutdown(msgspec.Struct, tag="shutdown", frozen=True):
     pass
 
 
-ControlMessage = Spawn | Spawned | SpawnFailed | TemplateReady
+ControlMessage = Spawn | SpawnTemplate | Spawned | SpawnFailed | TemplateReady
 InstanceMessage = Ready | LoadFailed | Invoke | Result | Shutdown
 
 _encoder = msgspec.msgpack.Encoder()

@@ -1,13 +1,21 @@
-"""The runtime template server: import the heavy libraries once, then fork instances on request.
+"""Template servers: processes that are forked, never started, to make instances.
 
-Started by the gateway as ``python -m coldbrew.runtime.template <control-fd>``. The control
-channel is a SOCK_SEQPACKET socket: each ``Spawn`` arrives as one packet carrying the instance's
-channel socket as an SCM_RIGHTS file descriptor, and each fork is answered by ``Spawned``.
+The **runtime template** is started by the gateway as
+``python -m coldbrew.runtime.template <control-fd>``: it imports the heavy libraries once and
+then forks on request. A **version template** is a fork of the runtime template that has also
+loaded one version's model and handler; its forks serve at once, and copy-on-write keeps N
+instances of one model close to one model's memory.
 
-Fork safety: this process must never start a thread (OpenMP, BLAS, ONNX Runtime, torch intra-op
-pools) because a forked child inherits locks held by threads that do not exist in it. The gateway
-starts it with ``OMP_NUM_THREADS=1`` and friends, it only *imports* libraries, and it freezes the
-garbage collector so that children share the imported objects' pages copy-on-write.
+Both speak the same protocol on a SOCK_SEQPACKET control socket: a ``Spawn`` packet carries the
+instance's channel socket as an SCM_RIGHTS file descriptor and is answered by ``Spawned``; the
+runtime template also accepts ``SpawnTemplate``, whose descriptor is the new version template's
+own control socket.
+
+Fork safety: a template must never own a thread (OpenMP, BLAS, ONNX Runtime, torch intra-op
+pools), because a forked child inherits the locks of threads that do not exist in it. The gateway
+starts the runtime template with ``OMP_NUM_THREADS=1`` and friends, templates only *import* and
+*load* (loaders hold OpenMP to one thread), and they freeze the garbage collector so children
+share the imported objects' pages instead of copying them when the collector touches them.
 """
 
 from __future__ import annotations
@@ -20,8 +28,13 @@ import signal
 import socket
 import sys
 import time
+import traceback
+from typing import TYPE_CHECKING
 
 from coldbrew.runtime import messages as m
+
+if TYPE_CHECKING:
+    from coldbrew.runtime.instance import LoadedVersion
 
 MAX_PACKET = 4 * 1024 * 1024
 
@@ -34,52 +47,107 @@ def preload(modules: list[str]) -> None:
             print(f"coldbrew template: could not preload {name}: {exc}", file=sys.stderr)
 
 
-def fork_instance(control: socket.socket, spawn: m.Spawn, channel_fd: int) -> int:
+def _become_child(control: socket.socket) -> None:
+    control.close()
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _exit_child(code: int) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def fork_instance(
+    control: socket.socket, spawn: m.Spawn, channel_fd: int, preloaded: LoadedVersion | None
+) -> int:
     pid = os.fork()
     if pid:
         os.close(channel_fd)
         return pid
-    # --- child -------------------------------------------------------------------------------
     code = 0
     try:
-        control.close()
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _become_child(control)
         gc.unfreeze()
         from coldbrew.runtime.instance import prepare_process, run_instance
 
         prepare_process(spawn)
-        run_instance(spawn, socket.socket(fileno=channel_fd))
+        run_instance(spawn, socket.socket(fileno=channel_fd), preloaded)
     except BaseException:
-        import traceback
-
         traceback.print_exc()
         code = 1
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+    _exit_child(code)
+    return 0  # unreachable
 
 
-def serve(control: socket.socket) -> None:
+def fork_version_template(control: socket.socket, request: m.SpawnTemplate, control_fd: int) -> int:
+    pid = os.fork()
+    if pid:
+        os.close(control_fd)
+        return pid
+    code = 0
+    try:
+        _become_child(control)
+        own_control = socket.socket(fileno=control_fd)
+        run_version_template(own_control, request.version)
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    _exit_child(code)
+    return 0  # unreachable
+
+
+def run_version_template(control: socket.socket, version: m.Spawn) -> None:
+    """Load one version, then fork its instances until the gateway closes the control socket."""
+    from coldbrew.runtime.instance import LoadedVersion as Loaded
+    from coldbrew.runtime.instance import LoadError, enter_environment, redirect_output
+
+    os.setsid()
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    redirect_output(version.log_path)
+    enter_environment(version)
+    started = time.perf_counter()
+    try:
+        loaded = Loaded(version)
+    except LoadError as exc:
+        control.send(
+            m.encode_packet(
+                m.SpawnFailed(instance_id=version.instance_id, message=exc.info.message)
+            )
+        )
+        return
+    gc.collect()
+    gc.freeze()
+    ready = m.TemplateReady(pid=os.getpid(), preload_ms=(time.perf_counter() - started) * 1000)
+    control.send(m.encode_packet(ready))
+    serve(control, loaded)
+
+
+def serve(control: socket.socket, preloaded: LoadedVersion | None = None) -> None:
     while True:
         try:
             data, fds, _flags, _addr = socket.recv_fds(control, MAX_PACKET, 1)
-        except (ConnectionError, OSError):
+        except OSError:
             return
         if not data:
-            return  # the gateway closed its end: we go too
+            return  # the gateway closed its end: we go too (instances keep their channels)
         message = m.decode_control(data)
-        if not isinstance(message, m.Spawn) or len(fds) != 1:
+        if len(fds) != 1 or not isinstance(message, m.Spawn | m.SpawnTemplate):
             for fd in fds:
                 os.close(fd)
             continue
+        reply: m.ControlMessage
         try:
-            pid = fork_instance(control, message, fds[0])
-            reply: m.ControlMessage = m.Spawned(instance_id=message.instance_id, pid=pid)
+            if isinstance(message, m.Spawn):
+                pid = fork_instance(control, message, fds[0], preloaded)
+                reply = m.Spawned(instance_id=message.instance_id, pid=pid)
+            else:
+                pid = fork_version_template(control, message, fds[0])
+                reply = m.Spawned(instance_id=message.template_id, pid=pid)
         except OSError as exc:
-            reply = m.SpawnFailed(instance_id=message.instance_id, message=str(exc))
+            reply = m.SpawnFailed(instance_id=getattr(message, "instance_id", ""), message=str(exc))
         control.send(m.encode_packet(reply))
 
 

@@ -29,8 +29,14 @@ class State(enum.Enum):
 
 
 class Instance:
-    def __init__(self, instance_id: str, version_key: str, concurrency: int,
-                 backend: Backend, on_exit: Callable[[Instance], None]) -> None:
+    def __init__(
+        self,
+        instance_id: str,
+        version_key: str,
+        concurrency: int,
+        backend: Backend,
+        on_exit: Callable[[Instance], None],
+    ) -> None:
         self.id = instance_id
         self.version_key = version_key
         self.concurrency = concurrency
@@ -105,12 +111,14 @@ class Instance:
     def _death_reason(self) -> errors.ColdbrewError:
         if self.backend.exceeded_memory(self.id):
             return errors.OutOfMemory(
-                "the instance exceeded its memory_mb and was stopped; raise memory_mb or use less")
+                "the instance exceeded its memory_mb and was stopped; raise memory_mb or use less"
+            )
         if self._kill_reason is not None:
             return self._kill_reason
         return errors.InstanceCrashed(
             f"the instance process (pid {self.pid}) exited unexpectedly; see `coldbrew logs` "
-            "or the function's log file")
+            "or the function's log file"
+        )
 
     def _died(self) -> None:
         if self.state is State.DEAD:
@@ -128,8 +136,14 @@ class Instance:
         if self._writer is not None:
             self._writer.close()
         self.backend.release(self.id)
-        log.info("instance %s (pid %s) of %s stopped: %s%s", self.id, self.pid, self.version_key,
-                 reason.message, " during start" if was_starting else "")
+        log.info(
+            "instance %s (pid %s) of %s stopped: %s%s",
+            self.id,
+            self.pid,
+            self.version_key,
+            reason.message,
+            " during start" if was_starting else "",
+        )
         self.on_exit(self)
 
     def kill(self, reason: errors.ColdbrewError | None = None) -> None:
@@ -163,10 +177,14 @@ class Instance:
             return await asyncio.wait_for(asyncio.shield(future), timeout_s)
         except TimeoutError:
             self._pending.pop(invocation_id, None)
-            self.kill(errors.InstanceCrashed(
-                "the instance was replaced because another invocation on it timed out"))
+            self.kill(
+                errors.InstanceCrashed(
+                    "the instance was replaced because another invocation on it timed out"
+                )
+            )
             raise errors.InvocationTimeout(
-                f"the invocation did not finish within timeout_s={timeout_s:g}") from None
+                f"the invocation did not finish within timeout_s={timeout_s:g}"
+            ) from None
 
     def describe(self) -> dict[str, object]:
         return {

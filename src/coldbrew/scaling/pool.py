@@ -41,9 +41,24 @@ class VersionInfo:
         return f"{self.function_name}:{self.number}"
 
 
+@dataclass(frozen=True)
+class TemplatePolicy:
+    """When a pool keeps a version template (the tier between "nothing" and "warm instances")."""
+
+    enabled: bool = True
+    idle_s: float = 1800.0
+
+
 class Pool:
-    def __init__(self, version: VersionInfo, backend: Backend) -> None:
+    def __init__(
+        self, version: VersionInfo, backend: Backend, template_policy: TemplatePolicy | None = None
+    ) -> None:
         self.version = version
+        self.template_policy = template_policy or TemplatePolicy()
+        self.template_key = f"{version.key}:{version.content_sha256[:16]}"
+        self._template_task: asyncio.Task[None] | None = None
+        self.last_activity = time.monotonic()
+        self._boots: set[asyncio.Task[None]] = set()
         self.config = version.config
         self.backend = backend
         self.instances: list[Instance] = []
@@ -77,8 +92,10 @@ class Pool:
         # Prefer the most recently used: it is warmest, and the others can age out.
         best: Instance | None = None
         for instance in self.instances:
-            if instance.state is State.READY and instance.free_slots > 0 and (
-                best is None or instance.last_used > best.last_used
+            if (
+                instance.state is State.READY
+                and instance.free_slots > 0
+                and (best is None or instance.last_used > best.last_used)
             ):
                 best = instance
         return best
@@ -104,10 +121,13 @@ class Pool:
         return errors.Throttled(
             f"function '{self.version.function_name}' is at max_instances="
             f"{self.config.max_instances} x concurrency={self.config.concurrency} and {why}; "
-            "retry later", retry_after_s=retry_after)
+            "retry later",
+            retry_after_s=retry_after,
+        )
 
     def release(self, instance: Instance) -> None:
         instance.release()
+        self.last_activity = time.monotonic()
         self._dispatch()
 
     def _dispatch(self) -> None:
@@ -128,11 +148,18 @@ class Pool:
 
     # --- starting and stopping ------------------------------------------------------------------
     def _start_instance(self) -> Instance:
-        instance = Instance(uuid.uuid4().hex[:16], self.version.key, self.config.concurrency,
-                            self.backend, self._on_exit)
+        instance = Instance(
+            uuid.uuid4().hex[:16],
+            self.version.key,
+            self.config.concurrency,
+            self.backend,
+            self._on_exit,
+        )
         self.instances.append(instance)
         self.cold_starts += 1
-        asyncio.create_task(self._boot(instance))
+        boot = asyncio.create_task(self._boot(instance))
+        self._boots.add(boot)  # the loop only keeps weak references to tasks
+        boot.add_done_callback(self._boots.discard)
         return instance
 
     async def _boot(self, instance: Instance) -> None:
@@ -144,13 +171,17 @@ class Pool:
             config=self.config.to_json_dict(),
             memory_mb=self.config.memory_mb,
             environment=dict(self.config.environment),
+            template_key=self.template_key,
         )
         try:
             spawned = await self.backend.spawn(spec)
         except Exception as exc:
             log.exception("could not start an instance of %s", self.version.key)
-            error = exc if isinstance(exc, errors.ColdbrewError) else errors.InstanceCrashed(
-                f"could not start an instance: {exc}")
+            error = (
+                exc
+                if isinstance(exc, errors.ColdbrewError)
+                else errors.InstanceCrashed(f"could not start an instance: {exc}")
+            )
             instance.state = State.DEAD
             if not instance.ready.done():
                 instance.ready.set_exception(error)
@@ -163,6 +194,45 @@ class Pool:
         except errors.ColdbrewError:
             return
         self._dispatch()
+        self._ensure_template(spec)
+
+    # --- the version template tier --------------------------------------------------------------
+    def _ensure_template(self, spec: InstanceSpec) -> None:
+        """The version loaded fine once: keep a template of it, so the next cold start forks."""
+        if (
+            not self.template_policy.enabled
+            or self.closed
+            or self._template_task is not None
+            or self.backend.has_version_template(self.template_key)
+        ):
+            return
+        template_spec = InstanceSpec(
+            **{**spec.__dict__, "instance_id": "tpl-" + uuid.uuid4().hex[:12], "template_key": None}
+        )
+        self._template_task = asyncio.create_task(self._start_template(template_spec))
+
+    async def _start_template(self, spec: InstanceSpec) -> None:
+        try:
+            await self.backend.start_version_template(self.template_key, spec)
+        except Exception as exc:
+            # Instances still start from the runtime template, only slower.
+            log.warning("no version template for %s: %s", self.version.key, exc)
+        finally:
+            self._template_task = None
+        if self.closed:
+            self.backend.stop_version_template(self.template_key)
+
+    def has_template(self) -> bool:
+        return self.backend.has_version_template(self.template_key)
+
+    def release_template_if_idle(self, now: float) -> None:
+        if (
+            self.has_template()
+            and not self.instances
+            and not self.waiters
+            and now - self.last_activity >= self.template_policy.idle_s
+        ):
+            self.backend.stop_version_template(self.template_key)
 
     def _on_exit(self, instance: Instance) -> None:
         if instance in self.instances:
@@ -199,6 +269,7 @@ class Pool:
             if not waiter.done():
                 waiter.set_exception(errors.NotFound(f"version {self.version.key} was removed"))
         self.waiters.clear()
+        self.backend.stop_version_template(self.template_key)
         instances = list(self.instances)
         for instance in instances:
             instance.stop()
@@ -210,4 +281,5 @@ class Pool:
             "instances": [i.describe() for i in self.instances],
             "queued": len(self.waiters),
             "cold_starts": self.cold_starts,
+            "version_template": self.has_template(),
         }

@@ -21,7 +21,7 @@ from coldbrew.backends.base import Backend
 from coldbrew.runtime import messages as m
 from coldbrew.runtime.config import FunctionConfig
 from coldbrew.runtime.context import function_arn
-from coldbrew.scaling.pool import Pool, VersionInfo
+from coldbrew.scaling.pool import Pool, TemplatePolicy, VersionInfo
 
 log = logging.getLogger("coldbrew.scheduler")
 RESOLVE_TTL_S = 1.0
@@ -68,8 +68,16 @@ class Outcome:
 
 
 class Scheduler:
-    def __init__(self, versions: VersionSource, bundles: BundleSource, backend: Backend,
-                 bundles_dir: Path, reap_interval_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        versions: VersionSource,
+        bundles: BundleSource,
+        backend: Backend,
+        bundles_dir: Path,
+        reap_interval_s: float = 0.5,
+        template_policy: TemplatePolicy | None = None,
+    ) -> None:
+        self.template_policy = template_policy or TemplatePolicy()
         self.versions = versions
         self.bundles = bundles
         self.backend = backend
@@ -110,7 +118,8 @@ class Scheduler:
             pending = asyncio.ensure_future(self._materialize(record))
             self._materializing[key] = pending
             pending.add_done_callback(
-                lambda f: self._materializing.pop(key, None) if f.exception() else None)
+                lambda f: self._materializing.pop(key, None) if f.exception() else None
+            )
         return await asyncio.shield(pending)
 
     async def _materialize(self, record: VersionRecordLike) -> VersionInfo:
@@ -132,14 +141,21 @@ class Scheduler:
     def pool_for(self, version: VersionInfo) -> Pool:
         pool = self.pools.get(version.key)
         if pool is None or pool.closed:
-            pool = Pool(version, self.backend)
+            pool = Pool(version, self.backend, self.template_policy)
             self.pools[version.key] = pool
         return pool
 
     # --- invoking -------------------------------------------------------------------------------
-    async def invoke(self, version: VersionInfo, payload: bytes, request_id: str, *,
-                     qualifier: str | None = None, client_context: dict[str, Any] | None = None,
-                     identity: dict[str, Any] | None = None) -> Outcome:
+    async def invoke(
+        self,
+        version: VersionInfo,
+        payload: bytes,
+        request_id: str,
+        *,
+        qualifier: str | None = None,
+        client_context: dict[str, Any] | None = None,
+        identity: dict[str, Any] | None = None,
+    ) -> Outcome:
         """Run one invocation on ``version``. Platform failures raise ColdbrewError; a handler
         that raised comes back as ``Outcome.error`` (it still ran, and is still billed)."""
         pool = self.pool_for(version)
@@ -162,7 +178,8 @@ class Scheduler:
         if result.error is not None and result.error.code == "OUT_OF_MEMORY":
             raise errors.OutOfMemory(
                 f"the handler ran out of memory (memory_mb={config.memory_mb}): "
-                f"{result.error.message}")
+                f"{result.error.message}"
+            )
         outcome = Outcome(
             request_id=request_id,
             function_name=version.function_name,
@@ -214,7 +231,13 @@ class Scheduler:
         for key, pool in list(self.pools.items()):
             pool.reap(now)
             pool.ensure_min_instances()
-            if not pool.instances and not pool.waiters and pool.keep_warm == 0:
+            pool.release_template_if_idle(now)
+            if (
+                not pool.instances
+                and not pool.waiters
+                and pool.keep_warm == 0
+                and not pool.has_template()
+            ):
                 del self.pools[key]
 
     def instances_of(self, name: str) -> list[dict[str, Any]]:
