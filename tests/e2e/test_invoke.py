@@ -138,3 +138,14 @@ def test_qualifiers_pick_versions(server: Server, tmp_path: Path) -> None:
     assert alias.status_code == 200, alias.text
     assert server.invoke("versioned:prod", {}).json()["v"] == 1
     assert server.invoke("versioned:prod", {}).headers["x-coldbrew-executed-version"] == "1"
+
+
+def test_handler_output_lands_in_the_function_log(server: Server, tmp_path: Path) -> None:
+    code = 'def handler(event, context):\n    print("hello from", context.aws_request_id)\n'
+    bundle = write_bundle(tmp_path / "p", code, 'handler = "handler:handler"\n')
+    assert server.deploy_folder("printer", bundle).status_code == 201
+    assert server.invoke("printer", {}, headers={"x-request-id": "log-me-1"}).status_code == 200
+    log = (server.home / "logs" / "functions" / "printer.log").read_text()
+    assert "START RequestId: log-me-1" in log
+    assert "hello from log-me-1" in log
+    assert "REPORT RequestId: log-me-1\tDuration:" in log

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import math
 import os
 import socket
 import sys
@@ -31,7 +32,10 @@ from coldbrew.runtime.context import (
     function_arn,
     identity_from,
 )
+from coldbrew.runtime.logcapture import LogCapture
 from coldbrew.runtime.validation import check_validation_sample
+
+LOGS = LogCapture()
 
 Handler = Callable[[Any, Any], Any]
 JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
@@ -130,6 +134,27 @@ class LoadedVersion:
         )
 
     def invoke(self, invoke: m.Invoke) -> m.Result:
+        """Run one invocation with Lambda's START / END / REPORT lines around its output."""
+        with LOGS.capture() as captured:
+            print(f"START RequestId: {invoke.request_id} Version: {self.spawn.version}")
+            result = self._run(invoke)
+            print(f"END RequestId: {invoke.request_id}")
+            billed = max(1, math.ceil(result.duration_ms))
+            print(
+                f"REPORT RequestId: {invoke.request_id}\tDuration: {result.duration_ms:.2f} ms"
+                f"\tBilled Duration: {billed} ms\tMemory Size: {self.config.memory_mb} MB"
+            )
+        if invoke.want_logs:
+            return m.Result(
+                id=result.id,
+                body=result.body,
+                duration_ms=result.duration_ms,
+                error=result.error,
+                logs=captured.text(),
+            )
+        return result
+
+    def _run(self, invoke: m.Invoke) -> m.Result:
         started = time.perf_counter()
         try:
             event = orjson.loads(invoke.payload) if invoke.payload else {}
@@ -150,6 +175,11 @@ class LoadedVersion:
             body, error = b"", error_info(exc)
         except Exception as exc:
             body, error = b"", error_info(exc)
+        if error is not None:
+            # As Lambda does: the error lands in the function's log, not only in the response.
+            print(
+                f"[ERROR] {error.type}: {error.message}\n" + "".join(error.stack), file=sys.stderr
+            )
         elapsed = (time.perf_counter() - started) * 1000
         return m.Result(id=invoke.id, body=body, duration_ms=elapsed, error=error)
 
@@ -242,6 +272,7 @@ def prepare_process(spawn: m.Spawn) -> None:
         except OSError as exc:
             print(f"coldbrew: could not join cgroup {spawn.cgroup_procs}: {exc}", file=sys.stderr)
     redirect_output(spawn.log_path)
+    LOGS.install()
     os.makedirs(spawn.work_dir, exist_ok=True)
     enter_environment(spawn)
 

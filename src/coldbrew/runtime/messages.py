@@ -96,6 +96,8 @@ class Invoke(msgspec.Struct, tag="invoke", frozen=True):
     invoked_function_arn: str
     client_context: dict[str, Any] | None = None
     identity: dict[str, Any] | None = None
+    want_logs: bool = False
+    """Send the invocation's captured output back in ``Result.logs`` (Lambda's LogType=Tail)."""
 
 
 class Result(msgspec.Struct, tag="result", frozen=True):
@@ -103,6 +105,7 @@ class Result(msgspec.Struct, tag="result", frozen=True):
     body: bytes
     duration_ms: float
     error: ErrorInfo | None = None
+    logs: str | None = None
 
 
 class Shutdown(msgspec.Struct, tag="shutdown", frozen=True):

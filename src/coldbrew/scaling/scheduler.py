@@ -11,7 +11,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -60,6 +60,14 @@ class Outcome:
     duration_ms: float
     init_ms: float | None
     memory_mb: int
+    logs: str | None = None
+    """The invocation's captured output, when asked for (``want_logs``)."""
+    qualifier: str | None = None
+    platform_error: str | None = None
+    """Code of the platform failure (THROTTLED, TIMEOUT, OUT_OF_MEMORY, ...) if the invocation
+    did not complete; ``error`` is then None and ``body`` empty."""
+    wall_ms: float = 0.0
+    """Gateway-side time from placement to answer, queueing and cold start included."""
 
     @property
     def billed_duration_ms(self) -> int:
@@ -87,7 +95,9 @@ class Scheduler:
         self._resolved: dict[tuple[str, str | None], tuple[float, VersionInfo]] = {}
         self._materializing: dict[str, asyncio.Future[VersionInfo]] = {}
         self._reaper: asyncio.Task[None] | None = None
-        self.on_outcome: list[Callable[[Outcome], Awaitable[None] | None]] = []
+        self.observers: list[Callable[[Outcome], None]] = []
+        """Called with every invocation's outcome, failures included (metering, metrics, logs).
+        They run on the event loop: they must be quick and must not raise."""
 
     async def start(self) -> None:
         self._reaper = asyncio.create_task(self._reap_forever())
@@ -155,24 +165,60 @@ class Scheduler:
         qualifier: str | None = None,
         client_context: dict[str, Any] | None = None,
         identity: dict[str, Any] | None = None,
+        want_logs: bool = False,
     ) -> Outcome:
         """Run one invocation on ``version``. Platform failures raise ColdbrewError; a handler
-        that raised comes back as ``Outcome.error`` (it still ran, and is still billed)."""
+        that raised comes back as ``Outcome.error`` (it still ran, and is still billed).
+        Observers see every invocation, failed ones included."""
+        started = time.perf_counter()
+        fields = {
+            "request_id": request_id,
+            "payload": payload,
+            "invoked_function_arn": function_arn(version.function_name, qualifier),
+            "client_context": client_context,
+            "identity": identity,
+            "want_logs": want_logs,
+        }
+        try:
+            outcome = await self._invoke(version, fields, qualifier)
+        except errors.ColdbrewError as exc:
+            self._notify(
+                Outcome(
+                    request_id=request_id,
+                    function_name=version.function_name,
+                    version=version.number,
+                    cold_start=False,
+                    body=b"",
+                    error=None,
+                    duration_ms=0.0,
+                    init_ms=None,
+                    memory_mb=version.config.memory_mb,
+                    qualifier=qualifier,
+                    platform_error=exc.code,
+                    wall_ms=(time.perf_counter() - started) * 1000,
+                )
+            )
+            raise
+        outcome.wall_ms = (time.perf_counter() - started) * 1000
+        self._notify(outcome)
+        return outcome
+
+    def _notify(self, outcome: Outcome) -> None:
+        for observer in self.observers:
+            try:
+                observer(outcome)
+            except Exception:
+                log.exception("invocation observer failed")
+
+    async def _invoke(
+        self, version: VersionInfo, fields: dict[str, Any], qualifier: str | None
+    ) -> Outcome:
         pool = self.pool_for(version)
         config = version.config
         instance, cold = await pool.acquire()
         try:
-            result = await instance.invoke(
-                {
-                    "request_id": request_id,
-                    "payload": payload,
-                    "deadline_ms": int(time.time() * 1000 + config.timeout_s * 1000),
-                    "invoked_function_arn": function_arn(version.function_name, qualifier),
-                    "client_context": client_context,
-                    "identity": identity,
-                },
-                config.timeout_s,
-            )
+            fields["deadline_ms"] = int(time.time() * 1000 + config.timeout_s * 1000)
+            result = await instance.invoke(fields, config.timeout_s)
         finally:
             pool.release(instance)
         if result.error is not None and result.error.code == "OUT_OF_MEMORY":
@@ -180,8 +226,8 @@ class Scheduler:
                 f"the handler ran out of memory (memory_mb={config.memory_mb}): "
                 f"{result.error.message}"
             )
-        outcome = Outcome(
-            request_id=request_id,
+        return Outcome(
+            request_id=fields["request_id"],
             function_name=version.function_name,
             version=version.number,
             cold_start=cold,
@@ -190,12 +236,9 @@ class Scheduler:
             duration_ms=result.duration_ms,
             init_ms=instance.init_ms if cold else None,
             memory_mb=config.memory_mb,
+            logs=result.logs,
+            qualifier=qualifier,
         )
-        for hook in self.on_outcome:
-            maybe = hook(outcome)
-            if maybe is not None:
-                await maybe
-        return outcome
 
     async def warm(self, name: str) -> None:
         """Provisioned concurrency for the version `latest` points at; others may scale to zero."""
