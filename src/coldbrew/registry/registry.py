@@ -52,7 +52,7 @@ class Registry:
                 # Several gateways may start at once; only one may run the DDL.
                 conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
             config.attributes["connection"] = conn
-            command.upgrade(config, "head")
+            command.upgrade(config, "heads")
 
     def close(self) -> None:
         """Release every pooled connection."""
