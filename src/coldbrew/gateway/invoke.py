@@ -70,6 +70,7 @@ def outcome_headers(outcome: Outcome) -> dict[str, str]:
         "x-coldbrew-cold-start": "true" if outcome.cold_start else "false",
         "x-coldbrew-duration-ms": f"{outcome.duration_ms:.3f}",
         "x-coldbrew-billed-duration-ms": str(outcome.billed_duration_ms),
+        "x-coldbrew-batch-size": str(outcome.batch_size),
     }
     if outcome.init_ms is not None:
         headers["x-coldbrew-init-duration-ms"] = f"{outcome.init_ms:.3f}"

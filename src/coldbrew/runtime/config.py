@@ -45,6 +45,20 @@ class ValidationSample(BaseModel):
     tolerance: float = 1e-6
 
 
+class BatchingConfig(BaseModel):
+    """Adaptive batching: concurrent invocations merged into one handler call.
+
+    ``auto`` sends whatever is queued the moment an instance slot frees up, so a lone request is
+    never delayed and batches grow with the arrival rate. ``fixed`` also waits up to
+    ``max_wait_ms`` for a batch to fill. ``off`` invokes one event at a time."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["auto", "fixed", "off"] = "auto"
+    max_batch_size: int = Field(default=64, ge=1, le=4096)
+    max_wait_ms: float = Field(default=5.0, ge=0, le=10_000)
+
+
 class FunctionConfig(BaseModel):
     """Per-function settings. Defaults follow AWS Lambda where Lambda has one."""
 
@@ -70,10 +84,22 @@ class FunctionConfig(BaseModel):
     event_schema: dict[str, Any] | None = Field(default=None, alias="schema")
     """JSON Schema every event must satisfy (checked by the gateway: 400 VALIDATION_ERROR)."""
     validation: ValidationSample | None = None
+    batch_handler: str | None = None
+    """``module:function`` taking ``(events, contexts)`` and returning one result per event (an
+    exception instance fails only its own caller). The built-in model handler has one."""
+    batching: BatchingConfig = Field(default_factory=BatchingConfig)
 
-    @field_validator("handler")
+    def batches(self) -> bool:
+        """Whether invocations of this function go through the batcher."""
+        if self.batching.mode == "off":
+            return False
+        return self.batch_handler is not None or self.handler == BUILTIN_MODEL_HANDLER
+
+    @field_validator("handler", "batch_handler")
     @classmethod
-    def _handler_shape(cls, value: str) -> str:
+    def _handler_shape(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         module, _, func = value.partition(":")
         if not module or not func:
             raise ValueError("handler must look like 'module:function', e.g. 'app:handler'")

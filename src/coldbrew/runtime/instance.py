@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from coldbrew.runtime import messages as m
-from coldbrew.runtime.config import FunctionConfig
+from coldbrew.runtime.config import BUILTIN_MODEL_HANDLER, FunctionConfig
 from coldbrew.runtime.context import (
     LambdaContext,
     client_context_from,
@@ -38,6 +38,7 @@ from coldbrew.runtime.validation import check_validation_sample
 LOGS = LogCapture()
 
 Handler = Callable[[Any, Any], Any]
+BatchHandler = Callable[[list[Any], list[Any]], list[Any]]
 JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 
@@ -66,7 +67,8 @@ class LoadedVersion:
         self.config = FunctionConfig.model_validate(spawn.config)
         self.bundle_dir = Path(spawn.bundle_dir)
         self.model = self._load_model()
-        self.handler = self._import_handler()
+        self.handler = self._import_handler(self.config.handler)
+        self.batch_handler = self._batch_handler()
 
     def _load_model(self) -> Any:
         fmt = self.config.resolved_model_format()
@@ -90,8 +92,17 @@ class LoadedVersion:
                 error_info(exc).stack,
             ) from None
 
-    def _import_handler(self) -> Handler:
-        module_name, _, attr = self.config.handler.partition(":")
+    def _batch_handler(self) -> BatchHandler | None:
+        if self.config.batch_handler:
+            return self._import_handler(self.config.batch_handler)  # type: ignore[return-value]
+        if self.config.handler == BUILTIN_MODEL_HANDLER:
+            from coldbrew.runtime.model_handler import batch_handler
+
+            return batch_handler
+        return None
+
+    def _import_handler(self, target: str) -> Handler:
+        module_name, _, attr = target.partition(":")
         if str(self.bundle_dir) not in sys.path:
             sys.path.insert(0, str(self.bundle_dir))
         try:
@@ -106,7 +117,7 @@ class LoadedVersion:
         if not callable(handler):
             raise LoadError(
                 "DEPLOY_ERROR",
-                f"handler '{self.config.handler}': module '{module_name}' has no callable '{attr}'",
+                f"handler '{target}': module '{module_name}' has no callable '{attr}'",
             )
         return handler
 
@@ -117,7 +128,7 @@ class LoadedVersion:
         clone.spawn = spawn
         return clone
 
-    def context(self, invoke: m.Invoke) -> LambdaContext:
+    def context(self, invoke: m.Invoke | m.BatchItem) -> LambdaContext:
         spawn = self.spawn
         return LambdaContext(
             aws_request_id=invoke.request_id,
@@ -128,8 +139,8 @@ class LoadedVersion:
             log_group_name=f"/aws/lambda/{spawn.function_name}",
             log_stream_name=f"{time.strftime('%Y/%m/%d')}/[{spawn.version}]{spawn.instance_id}",
             deadline_ms=invoke.deadline_ms,
-            identity=identity_from(invoke.identity),
-            client_context=client_context_from(invoke.client_context),
+            identity=identity_from(getattr(invoke, "identity", None)),
+            client_context=client_context_from(getattr(invoke, "client_context", None)),
             model=self.model,
         )
 
@@ -183,6 +194,61 @@ class LoadedVersion:
         elapsed = (time.perf_counter() - started) * 1000
         return m.Result(id=invoke.id, body=body, duration_ms=elapsed, error=error)
 
+    def invoke_batch(self, batch: m.InvokeBatch) -> m.BatchResult:
+        """One batch handler call for many callers; each gets its own result or error."""
+        started = time.perf_counter()
+        results: list[m.ItemResult | None] = [None] * len(batch.items)
+        events: list[Any] = []
+        contexts: list[LambdaContext] = []
+        slots: list[int] = []
+        for index, item in enumerate(batch.items):
+            try:
+                events.append(orjson.loads(item.payload) if item.payload else {})
+            except orjson.JSONDecodeError as exc:
+                results[index] = m.ItemResult(
+                    b"", m.ErrorInfo("VALIDATION_ERROR", "JSONDecodeError", str(exc))
+                )
+                continue
+            contexts.append(self.context(item))
+            slots.append(index)
+        ids = ",".join(item.request_id for item in batch.items)
+        print(f"START BATCH RequestIds: {ids} Version: {self.spawn.version}")
+        if events:
+            for index, result in zip(slots, self._run_batch(events, contexts), strict=True):
+                results[index] = result
+        elapsed = (time.perf_counter() - started) * 1000
+        print(f"REPORT BATCH Size: {len(batch.items)}\tDuration: {elapsed:.2f} ms")
+        done = [
+            r or m.ItemResult(b"", m.ErrorInfo("FUNCTION_ERROR", "Missing", "no result"))
+            for r in results
+        ]
+        return m.BatchResult(id=batch.id, results=done, duration_ms=elapsed)
+
+    def _run_batch(self, events: list[Any], contexts: list[LambdaContext]) -> list[m.ItemResult]:
+        assert self.batch_handler is not None
+        try:
+            outputs = self.batch_handler(events, contexts)
+            if not isinstance(outputs, list) or len(outputs) != len(events):
+                raise TypeError(
+                    f"the batch handler must return a list of {len(events)} results, "
+                    f"got {type(outputs).__name__}"
+                    + (f" of {len(outputs)}" if isinstance(outputs, list) else "")
+                )
+        except Exception as exc:
+            info = error_info(exc)
+            print(f"[ERROR] {info.type}: {info.message}", file=sys.stderr)
+            return [m.ItemResult(b"", info) for _ in events]
+        results = []
+        for output in outputs:
+            if isinstance(output, BaseException):
+                results.append(m.ItemResult(b"", error_info(output)))
+                continue
+            try:
+                results.append(m.ItemResult(orjson.dumps(output, option=JSON_OPTIONS)))
+            except TypeError as exc:
+                results.append(m.ItemResult(b"", error_info(exc)))
+        return results
+
     def validate(self) -> None:
         sample = self.config.validation
         if sample is None:
@@ -217,20 +283,23 @@ class InstanceServer:
         concurrency = version.config.concurrency
         self.pool = ThreadPoolExecutor(concurrency) if concurrency > 1 else None
 
-    def send(self, message: m.Invoke | m.Result | m.Ready | m.LoadFailed) -> None:
+    def send(self, message: m.Result | m.BatchResult | m.Ready | m.LoadFailed) -> None:
         frame = m.encode(message)
         with self.write_lock:
             self.channel.sendall(frame)
 
-    def run_one(self, invoke: m.Invoke) -> None:
-        result = self.version.invoke(invoke)
+    def run_one(self, invoke: m.Invoke | m.InvokeBatch) -> None:
+        if isinstance(invoke, m.InvokeBatch):
+            result: m.Result | m.BatchResult = self.version.invoke_batch(invoke)
+        else:
+            result = self.version.invoke(invoke)
         sys.stdout.flush()
         sys.stderr.flush()
         try:
             self.send(result)
         except OSError:
             os._exit(0)
-        if result.error is not None and result.error.code == "OUT_OF_MEMORY":
+        if isinstance(result, m.Result) and result.error and result.error.code == "OUT_OF_MEMORY":
             # After a MemoryError the interpreter's state is suspect: start afresh.
             os._exit(3)
 
@@ -242,7 +311,7 @@ class InstanceServer:
                 return
             if isinstance(message, m.Shutdown):
                 return
-            if isinstance(message, m.Invoke):
+            if isinstance(message, m.Invoke | m.InvokeBatch):
                 if self.pool is None:
                     self.run_one(message)
                 else:

@@ -108,12 +108,37 @@ class Result(msgspec.Struct, tag="result", frozen=True):
     logs: str | None = None
 
 
+class BatchItem(msgspec.Struct, frozen=True):
+    request_id: str
+    payload: bytes
+    deadline_ms: int
+    invoked_function_arn: str
+
+
+class InvokeBatch(msgspec.Struct, tag="invoke_batch", frozen=True):
+    """Several callers' events for one batch handler call: one frame each way."""
+
+    id: int
+    items: list[BatchItem]
+
+
+class ItemResult(msgspec.Struct, frozen=True):
+    body: bytes
+    error: ErrorInfo | None = None
+
+
+class BatchResult(msgspec.Struct, tag="batch_result", frozen=True):
+    id: int
+    results: list[ItemResult]
+    duration_ms: float
+
+
 class Shutdown(msgspec.Struct, tag="shutdown", frozen=True):
     pass
 
 
 ControlMessage = Spawn | SpawnTemplate | Spawned | SpawnFailed | TemplateReady
-InstanceMessage = Ready | LoadFailed | Invoke | Result | Shutdown
+InstanceMessage = Ready | LoadFailed | Invoke | Result | InvokeBatch | BatchResult | Shutdown
 
 _encoder = msgspec.msgpack.Encoder()
 _control_decoder = msgspec.msgpack.Decoder(ControlMessage)

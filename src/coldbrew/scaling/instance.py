@@ -50,7 +50,7 @@ class Instance:
         self.last_used = self.created_at
         self.init_ms: float | None = None
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending: dict[int, asyncio.Future[m.Result]] = {}
+        self._pending: dict[int, asyncio.Future[m.Result | m.BatchResult]] = {}
         self._ids = itertools.count(1)
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
@@ -95,7 +95,7 @@ class Instance:
             self._died()
 
     def _handle(self, message: m.InstanceMessage) -> None:
-        if isinstance(message, m.Result):
+        if isinstance(message, m.Result | m.BatchResult):
             future = self._pending.pop(message.id, None)
             if future is not None and not future.done():
                 future.set_result(message)
@@ -167,16 +167,30 @@ class Instance:
     async def invoke(self, invoke_fields: dict[str, object], timeout_s: float) -> m.Result:
         """Send one invocation and wait for its result; past ``timeout_s`` the instance is
         killed and replaced (a handler stuck in C code cannot be interrupted otherwise)."""
+        result = await self._call(lambda i: m.Invoke(id=i, **invoke_fields), timeout_s)  # type: ignore[arg-type]
+        assert isinstance(result, m.Result)
+        return result
+
+    async def invoke_batch(self, items: list[m.BatchItem], timeout_s: float) -> m.BatchResult:
+        result = await self._call(lambda i: m.InvokeBatch(id=i, items=items), timeout_s)
+        assert isinstance(result, m.BatchResult)
+        return result
+
+    async def _call(
+        self, build: Callable[[int], m.Invoke | m.InvokeBatch], timeout_s: float
+    ) -> m.Result | m.BatchResult:
         if self.state is State.DEAD or self._writer is None:
             raise self._death_reason()
-        invocation_id = next(self._ids)
-        future: asyncio.Future[m.Result] = asyncio.get_running_loop().create_future()
-        self._pending[invocation_id] = future
-        self._writer.write(m.encode(m.Invoke(id=invocation_id, **invoke_fields)))  # type: ignore[arg-type]
+        call_id = next(self._ids)
+        future: asyncio.Future[m.Result | m.BatchResult] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._pending[call_id] = future
+        self._writer.write(m.encode(build(call_id)))
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout_s)
         except TimeoutError:
-            self._pending.pop(invocation_id, None)
+            self._pending.pop(call_id, None)
             self.kill(
                 errors.InstanceCrashed(
                     "the instance was replaced because another invocation on it timed out"

@@ -59,6 +59,8 @@ class Pool:
         self._template_task: asyncio.Task[None] | None = None
         self.last_activity = time.monotonic()
         self._boots: set[asyncio.Task[None]] = set()
+        self.batcher: Any = None
+        """The version's ``coldbrew.batching.Batcher``, made on first use by the scheduler."""
         self.config = version.config
         self.backend = backend
         self.instances: list[Instance] = []

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from coldbrew import errors
 from coldbrew.backends.base import Backend
+from coldbrew.batching.batcher import Batcher
 from coldbrew.runtime import messages as m
 from coldbrew.runtime.config import FunctionConfig
 from coldbrew.runtime.context import function_arn
@@ -66,6 +67,8 @@ class Outcome:
     platform_error: str | None = None
     """Code of the platform failure (THROTTLED, TIMEOUT, OUT_OF_MEMORY, ...) if the invocation
     did not complete; ``error`` is then None and ``body`` empty."""
+    batch_size: int = 1
+    """How many invocations shared the handler call that answered this one."""
     wall_ms: float = 0.0
     """Gateway-side time from placement to answer, queueing and cold start included."""
 
@@ -215,6 +218,8 @@ class Scheduler:
     ) -> Outcome:
         pool = self.pool_for(version)
         config = version.config
+        if config.batches() and not fields["want_logs"]:
+            return await self._invoke_batched(pool, fields, qualifier)
         instance, cold = await pool.acquire()
         try:
             fields["deadline_ms"] = int(time.time() * 1000 + config.timeout_s * 1000)
@@ -238,6 +243,33 @@ class Scheduler:
             memory_mb=config.memory_mb,
             logs=result.logs,
             qualifier=qualifier,
+        )
+
+    async def _invoke_batched(
+        self, pool: Pool, fields: dict[str, Any], qualifier: str | None
+    ) -> Outcome:
+        version, config = pool.version, pool.config
+        if pool.batcher is None:
+            pool.batcher = Batcher(pool, config.batching)
+        item = m.BatchItem(
+            request_id=fields["request_id"],
+            payload=fields["payload"],
+            deadline_ms=int(time.time() * 1000 + config.timeout_s * 1000),
+            invoked_function_arn=fields["invoked_function_arn"],
+        )
+        done = await pool.batcher.submit(item)
+        return Outcome(
+            request_id=item.request_id,
+            function_name=version.function_name,
+            version=version.number,
+            cold_start=done.cold_start,
+            body=done.result.body,
+            error=done.result.error,
+            duration_ms=done.duration_ms,
+            init_ms=done.init_ms,
+            memory_mb=config.memory_mb,
+            qualifier=qualifier,
+            batch_size=done.batch_size,
         )
 
     async def warm(self, name: str) -> None:
