@@ -97,6 +97,8 @@ class Scheduler:
         self.pools: dict[str, Pool] = {}
         self._resolved: dict[tuple[str, str | None], tuple[float, VersionInfo]] = {}
         self._materializing: dict[str, asyncio.Future[VersionInfo]] = {}
+        self._lookups: dict[tuple[str, str | None], asyncio.Future[VersionInfo]] = {}
+        self._generations: dict[str, int] = {}
         self._reaper: asyncio.Task[None] | None = None
         self.observers: list[Callable[[Outcome], None]] = []
         """Called with every invocation's outcome, failures included (metering, metrics, logs).
@@ -115,13 +117,45 @@ class Scheduler:
 
     # --- resolving ------------------------------------------------------------------------------
     async def resolve(self, name: str, qualifier: str | None) -> VersionInfo:
+        """The version ``name[:qualifier]`` points at, from a cache refreshed every second.
+
+        On the hot path this is a dict lookup: an expired entry is still served while one
+        background refresh runs (so other gateways' deploys show within ~1 s), and concurrent
+        misses share one registry query instead of each making their own."""
         key = (name, qualifier)
         cached = self._resolved.get(key)
-        if cached and cached[0] > time.monotonic():
-            return cached[1]
-        record = await asyncio.to_thread(self.versions.resolve, name, qualifier)
+        if cached is not None:
+            expires, info = cached
+            if expires > time.monotonic():
+                return info
+            self._lookup(key)  # refresh in the background, serve the known answer now
+            return info
+        return await asyncio.shield(self._lookup(key))
+
+    def _lookup(self, key: tuple[str, str | None]) -> asyncio.Future[VersionInfo]:
+        pending = self._lookups.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._fetch(key))
+            self._lookups[key] = pending
+            pending.add_done_callback(
+                lambda done: (
+                    self._lookups.pop(key, None) if self._lookups.get(key) is done else None
+                )
+            )
+            # A background refresh may fail (function deleted): the next call sees it.
+            pending.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return pending
+
+    async def _fetch(self, key: tuple[str, str | None]) -> VersionInfo:
+        generation = self._generations.get(key[0], 0)
+        try:
+            record = await asyncio.to_thread(self.versions.resolve, *key)
+        except errors.NotFound:
+            self._resolved.pop(key, None)
+            raise
         info = await self._version_info(record)
-        self._resolved[key] = (time.monotonic() + RESOLVE_TTL_S, info)
+        if self._generations.get(key[0], 0) == generation:  # not overtaken by a deploy
+            self._resolved[key] = (time.monotonic() + RESOLVE_TTL_S, info)
         return info
 
     async def _version_info(self, record: VersionRecordLike) -> VersionInfo:
@@ -148,8 +182,11 @@ class Scheduler:
 
     def forget(self, name: str) -> None:
         """Drop cached resolutions of a function after a deploy, alias change or delete."""
+        self._generations[name] = self._generations.get(name, 0) + 1
         for key in [k for k in self._resolved if k[0] == name]:
             del self._resolved[key]
+        for key in [k for k in self._lookups if k[0] == name]:
+            del self._lookups[key]  # in-flight lookups may predate the change
 
     def pool_for(self, version: VersionInfo) -> Pool:
         pool = self.pools.get(version.key)
