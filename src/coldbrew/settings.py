@@ -64,11 +64,58 @@ class Settings(BaseSettings):
     version_template_idle_s: float = 1800
     """A version template is released after its version has had no instance for this long."""
 
+    policy_minute_s: float = 60.0
+    """Seconds in one minute of keep-alive policy time. Only tests and demos change it."""
+
     memory_enforcement: str = "auto"
     """``auto`` (cgroup when it can be made, else RSS sampling), ``cgroup``, ``rss`` or ``off``."""
 
     log_level: str = "info"
     """Log level of the gateway."""
+
+    # --- observability and cost (docs/OBSERVABILITY.md) ---
+    log_format: str = "text"
+    """``json`` (one JSON object per line, for log shippers) or ``text`` (for people)."""
+
+    price_table: str = "aws-x86"
+    """Prices the meter bills with: ``aws-x86``, ``aws-arm64`` or ``custom``."""
+
+    price_table_custom: dict[str, float | str] | None = None
+    """With ``price_table=custom``: JSON ``{"per_request": .., "per_gb_second": ..,
+    "per_provisioned_gb_second": ..}`` in USD."""
+
+    metrics_max_functions: int = 50
+    """Distinct function labels in /metrics; later functions are counted as ``_other``."""
+
+    metrics_sample_interval_s: float = 1.0
+    """How often pool gauges and provisioned-concurrency cost are sampled."""
+
+    meter_flush_interval_s: float = 0.5
+    """How often buffered usage records are written to the registry in one batch."""
+
+    alert_webhooks: list[str] = Field(default_factory=list)
+    """URLs that get a JSON POST when an alert fires or resolves (JSON list in the env)."""
+
+    alert_interval_s: float = 5.0
+    """How often alert rules are evaluated."""
+
+    alert_window_s: float = 300.0
+    """Sliding window the alert rules look at."""
+
+    alert_error_rate: float = 0.01
+    """Fire when more than this fraction of a function's invocations fail in the window."""
+
+    alert_p95_ms: float = 1000.0
+    """Fire when a function's p95 gateway latency exceeds this in the window."""
+
+    alert_cold_start_ratio: float = 0.05
+    """Fire when more than this fraction of a function's invocations are cold starts."""
+
+    alert_cost_anomaly_factor: float = 3.0
+    """Fire when the window's spend exceeds this multiple of its trailing hourly baseline."""
+
+    alert_min_invocations: int = 20
+    """A rule needs at least this many invocations in the window before it may fire."""
 
     def registry_url(self) -> str:
         if self.database_url:

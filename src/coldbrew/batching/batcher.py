@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from coldbrew import errors
@@ -43,7 +44,14 @@ class _Waiting:
 
 
 class Batcher:
-    def __init__(self, pool: Pool, config: BatchingConfig) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        config: BatchingConfig,
+        on_batch: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.on_batch = on_batch
+        """Told (function name, size) of every batch sent, e.g. for a batch-size histogram."""
         self.pool = pool
         self.config = config
         self.queue: deque[_Waiting] = deque()
@@ -120,6 +128,8 @@ class Batcher:
     async def _run(self, instance: Instance, cold: bool, batch: list[_Waiting]) -> None:
         self.batches += 1
         self.items += len(batch)
+        if self.on_batch is not None:
+            self.on_batch(self.pool.version.function_name, len(batch))
         try:
             result = await instance.invoke_batch(
                 [w.item for w in batch], self.pool.config.timeout_s

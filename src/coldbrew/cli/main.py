@@ -27,6 +27,7 @@ from rich.progress import (
 from coldbrew.cli import render
 from coldbrew.cli.client import ApiError, ColdbrewClient, InvokeResult, ServerUnreachable
 from coldbrew.cli.packaging import PackagingError, default_name, prepare_upload
+from coldbrew.cli.routes import routes_app
 from coldbrew.cli.serving import PortInUse, settings_with
 from coldbrew.settings import Settings
 
@@ -38,6 +39,7 @@ app = typer.Typer(
 )
 alias_app = typer.Typer(no_args_is_help=True, help="Point aliases (prod, staging) at versions.")
 app.add_typer(alias_app, name="alias")
+app.add_typer(routes_app, name="route")
 
 
 UrlOption = Annotated[
@@ -399,6 +401,13 @@ def simulate(
     report = run_simulation(trace, out, plot=not no_plot)
     typer.echo(format_report(report))
     typer.echo(f"report and plot written to {out}/")
+
+
+from coldbrew.cli import observe as _observe  # noqa: E402  (it imports helpers from here)
+
+app.command()(_observe.logs)
+app.command()(_observe.alerts)
+app.command()(_observe.cost)
 
 
 def main() -> None:

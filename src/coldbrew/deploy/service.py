@@ -18,6 +18,7 @@ from typing import Any
 from coldbrew import errors
 from coldbrew.backends.base import Backend, InstanceSpec
 from coldbrew.registry import Registry
+from coldbrew.registry.routes import declare_routes, parse_declared_route
 from coldbrew.runtime.config import (
     BUILTIN_MODEL_HANDLER,
     FunctionConfig,
@@ -53,6 +54,8 @@ class DeployResult:
 
 def check_bundle(bundle: Path, config: FunctionConfig) -> None:
     """Fail fast, with a plain message, on what needs no process to see."""
+    for spec in config.routes:
+        parse_declared_route(spec)  # a bad route must not leave a version without its routes
     if config.model is not None:
         config.resolved_model_format()
         if not (bundle / config.model).is_file():
@@ -98,6 +101,7 @@ class DeployService:
             manifest=manifest,
             description=description or config.description,
         )
+        await asyncio.to_thread(declare_routes, self.registry, name, config.routes)
         self.scheduler.forget(name)
         await self.scheduler.warm(name)
         log.info("deployed %s version %s (new: %s)", name, record.number, created)

@@ -6,13 +6,18 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from coldbrew import __version__
-from coldbrew.gateway import functions, invoke
+from coldbrew.gateway import functions, invoke, lambda_api, observe_routes, oip, websocket
+from coldbrew.gateway.apigateway import admin as apigw_admin
+from coldbrew.gateway.apigateway import handler as apigw_handler
 from coldbrew.gateway.errors import EXCEPTION_HANDLERS, json_response
+from coldbrew.gateway.fastpath import InvokeFastPath
+from coldbrew.jobs.events import EventRunner
 from coldbrew.platform import Platform
 from coldbrew.settings import Settings
 
@@ -21,7 +26,7 @@ async def health(request: Request) -> Response:
     return json_response(200, {"status": "ok", "version": __version__})
 
 
-def routes() -> list[Route]:
+def routes() -> list[BaseRoute]:
     return [
         Route("/healthz", health, methods=["GET"]),
         Route("/v1/functions", functions.list_functions, methods=["GET"]),
@@ -33,6 +38,18 @@ def routes() -> list[Route]:
         Route("/v1/functions/{name}/aliases/{alias}", functions.put_alias, methods=["PUT"]),
         Route("/v1/functions/{name}/aliases/{alias}", functions.delete_alias, methods=["DELETE"]),
         Route("/v1/functions/{name}/invoke", invoke.invoke, methods=["POST"]),
+        Route("/v1/routes", apigw_admin.list_routes, methods=["GET"]),
+        Route("/v1/routes", apigw_admin.add_route, methods=["POST"]),
+        Route("/v1/routes/{route_id}", apigw_admin.delete_route, methods=["DELETE"]),
+        Route("/2015-03-31/functions", lambda_api.list_functions, methods=["GET"]),
+        Route("/2015-03-31/functions/", lambda_api.list_functions, methods=["GET"]),
+        Route("/2015-03-31/functions/{function}", lambda_api.get_function, methods=["GET"]),
+        Route("/2015-03-31/functions/{function}/invocations", lambda_api.invoke, methods=["POST"]),
+        *observe_routes.routes(),
+        *oip.routes(),
+        *websocket.routes(),
+        # Last: API Gateway routes take whatever no route above did (else JSON NOT_FOUND).
+        Route("/{path:path}", apigw_handler.serve, methods=apigw_handler.METHODS),
     ]
 
 
@@ -42,15 +59,19 @@ def create_app(settings: Settings, platform: Platform | None = None) -> Starlett
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await platform.start()
+        await app.state.events.start()
         try:
             yield
         finally:
+            await app.state.events.stop()
             await platform.stop()
 
     app = Starlette(
         routes=routes(),
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        middleware=[Middleware(InvokeFastPath)],
         lifespan=lifespan,
     )
     app.state.platform = platform
+    app.state.events = EventRunner(platform.scheduler)
     return app

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import logging
-
 import uvicorn
 
 from coldbrew.gateway.app import create_app
 from coldbrew.settings import Settings
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+def configure_logging(level: str, fmt: str = "text") -> None:
+    from coldbrew.observe.logs import configure
+
+    configure(level, fmt)
 
 
 def build_server(settings: Settings) -> uvicorn.Server:
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings)
     config = uvicorn.Config(
         app,

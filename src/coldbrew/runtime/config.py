@@ -59,6 +59,41 @@ class BatchingConfig(BaseModel):
     max_wait_ms: float = Field(default=5.0, ge=0, le=10_000)
 
 
+class ProvisionedSchedule(BaseModel):
+    """Instances kept warm on some days between two clock times (``end`` may pass midnight)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    days: str = "daily"
+    """``mon-fri``, ``sat,sun``, ``daily``."""
+    start: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    end: str = Field(pattern=r"^([01]\d|2[0-4]):[0-5]\d$")
+    instances: int = Field(ge=0, le=1000)
+    timezone: str = "UTC"
+
+    @field_validator("days")
+    @classmethod
+    def _days(cls, value: str) -> str:
+        from coldbrew.scaling.provisioned import parse_days
+
+        try:
+            parse_days(value)
+        except ValueError:
+            raise ValueError("days must look like 'mon-fri', 'sat,sun' or 'daily'") from None
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo
+
+        try:
+            ZoneInfo(value)
+        except Exception:
+            raise ValueError(f"unknown timezone {value!r}") from None
+        return value
+
+
 class FunctionConfig(BaseModel):
     """Per-function settings. Defaults follow AWS Lambda where Lambda has one."""
 
@@ -84,10 +119,31 @@ class FunctionConfig(BaseModel):
     event_schema: dict[str, Any] | None = Field(default=None, alias="schema")
     """JSON Schema every event must satisfy (checked by the gateway: 400 VALIDATION_ERROR)."""
     validation: ValidationSample | None = None
+    routes: list[str] = Field(default_factory=list)
+    """API Gateway routes mounting this function, registered on deploy: ``"GET /items/{id}"``
+    (payload 2.0) or ``"1.0 GET /items"`` (payload 1.0); see docs/APIGATEWAY.md."""
     batch_handler: str | None = None
     """``module:function`` taking ``(events, contexts)`` and returning one result per event (an
     exception instance fails only its own caller). The built-in model handler has one."""
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    keep_alive: str = "fixed"
+    """``fixed`` (keep an idle instance for idle_timeout_s) or a hybrid-histogram configuration
+    (``hybrid``, ``hybrid-fb10``, ...: docs/KEEPALIVE.md) that learns this function's idle times
+    and pre-warms and releases instances by them."""
+    provisioned: list[ProvisionedSchedule] = Field(default_factory=list)
+    """Scheduled provisioned concurrency, on top of min_instances."""
+    warmup_interval_s: float | None = Field(default=None, gt=0)
+    """Ping idle provisioned instances with ``{"source": "coldbrew.warmup"}`` this often."""
+
+    @field_validator("keep_alive")
+    @classmethod
+    def _keep_alive(cls, value: str) -> str:
+        from coldbrew.scaling.policies import NAMED_HYBRID_CONFIGS
+
+        if value != "fixed" and value not in NAMED_HYBRID_CONFIGS:
+            known = ", ".join(["fixed", *sorted(NAMED_HYBRID_CONFIGS)])
+            raise ValueError(f"unknown keep_alive policy {value!r}; known: {known}")
+        return value
 
     def batches(self) -> bool:
         """Whether invocations of this function go through the batcher."""

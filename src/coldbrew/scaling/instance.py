@@ -55,6 +55,8 @@ class Instance:
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._kill_reason: errors.ColdbrewError | None = None
+        self.prewarmed = False
+        """Started ahead of demand (provisioned or pre-warmed): its first call is not cold."""
         self.killed = False
         """Set as soon as a kill is sent, so no new work lands on it before its channel closes."""
 
@@ -69,7 +71,7 @@ class Instance:
         """Take one slot; returns whether this is the instance's first invocation (cold)."""
         self.inflight += 1
         self.invocations += 1
-        return self.invocations == 1
+        return self.invocations == 1 and not self.prewarmed
 
     def release(self) -> None:
         self.inflight -= 1

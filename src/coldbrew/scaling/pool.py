@@ -21,6 +21,7 @@ from coldbrew import errors
 from coldbrew.backends.base import Backend, InstanceSpec
 from coldbrew.runtime.config import FunctionConfig
 from coldbrew.scaling.instance import Instance, State
+from coldbrew.scaling.keepalive import KeepAlive, policy_named
 
 log = logging.getLogger("coldbrew.pool")
 START_TIMEOUT_S = 120.0
@@ -47,6 +48,8 @@ class TemplatePolicy:
 
     enabled: bool = True
     idle_s: float = 1800.0
+    minute_s: float = 60.0
+    """Seconds per keep-alive policy minute (60; tests shrink it)."""
 
 
 class Pool:
@@ -68,13 +71,36 @@ class Pool:
         self.closed = False
         self.cold_starts = 0
         self.keep_warm = version.config.min_instances
+        self.provisioned_active = True
+        """Whether an alias points here, so scheduled provisioned concurrency applies."""
+        self.keepalive = self._keepalive()
         """Instances kept alive with no traffic: min_instances while an alias points here."""
 
     # --- acquiring a slot -----------------------------------------------------------------------
+    def _keepalive(self) -> KeepAlive | None:
+        if self.config.keep_alive == "fixed":
+            return None  # plain per-instance idle_timeout_s, applied in reap()
+        policy = self.template_policy
+        template_minutes = policy.idle_s / policy.minute_s if policy.enabled else 0.0
+        return KeepAlive(
+            policy_named(
+                self.config.keep_alive,
+                self.config.idle_timeout_s,
+                policy.minute_s,
+                template_minutes,
+            ),
+            policy.minute_s,
+        )
+
+    def _busy(self) -> bool:
+        return bool(self.waiters) or any(i.inflight for i in self.instances)
+
     async def acquire(self) -> tuple[Instance, bool]:
         """A reserved slot on a ready instance, and whether this invocation is its cold start."""
         if self.closed:
             raise errors.NotFound(f"version {self.version.key} was removed")
+        if self.keepalive is not None and not self._busy():
+            self.keepalive.on_busy(time.monotonic())
         instance = self._free_instance()
         if instance is not None:
             return instance, instance.reserve()
@@ -116,7 +142,7 @@ class Pool:
             self.waiters.remove(waiter)
             raise self._throttled(f"no instance was free within {self.config.queue_timeout_s:g} s")
         instance = waiter.result()
-        return instance, instance.invocations == 1
+        return instance, instance.invocations == 1 and not instance.prewarmed
 
     def _throttled(self, why: str) -> errors.Throttled:
         retry_after = max(1, math.ceil(min(self.config.timeout_s, 5.0)))
@@ -131,6 +157,8 @@ class Pool:
         instance.release()
         self.last_activity = time.monotonic()
         self._dispatch()
+        if self.keepalive is not None and not self._busy():
+            self.keepalive.on_idle(self.last_activity)
 
     def _dispatch(self) -> None:
         """Hand free slots to queued invocations, starting instances while capacity allows."""
@@ -149,7 +177,7 @@ class Pool:
             starting += 1
 
     # --- starting and stopping ------------------------------------------------------------------
-    def _start_instance(self) -> Instance:
+    def _start_instance(self, prewarm: bool = False) -> Instance:
         instance = Instance(
             uuid.uuid4().hex[:16],
             self.version.key,
@@ -157,8 +185,10 @@ class Pool:
             self.backend,
             self._on_exit,
         )
+        instance.prewarmed = prewarm
         self.instances.append(instance)
-        self.cold_starts += 1
+        if not prewarm:
+            self.cold_starts += 1
         boot = asyncio.create_task(self._boot(instance))
         self._boots.add(boot)  # the loop only keeps weak references to tasks
         boot.add_done_callback(self._boots.discard)
@@ -228,6 +258,14 @@ class Pool:
         return self.backend.has_version_template(self.template_key)
 
     def release_template_if_idle(self, now: float) -> None:
+        if self.keepalive is not None:
+            if (
+                self.has_template()
+                and not self.instances
+                and not self.keepalive.wants_template(now)
+            ):
+                self.backend.stop_version_template(self.template_key)
+            return
         if (
             self.has_template()
             and not self.instances
@@ -243,9 +281,13 @@ class Pool:
             self._dispatch()
 
     def reap(self, now: float | None = None) -> int:
-        """Stop instances idle past idle_timeout_s, keeping min_instances; returns how many."""
+        """Stop instances idle past idle_timeout_s (or outside the keep-alive policy's window),
+        keeping the provisioned ones; pre-warm when the policy says so. Returns how many
+        instances were stopped."""
         now = time.monotonic() if now is None else now
         keep = self.keep_warm
+        if self.keepalive is not None:
+            return self._apply_keepalive(self.keepalive, now, keep)
         idle = sorted(
             (i for i in self.instances if i.state is State.READY and i.inflight == 0),
             key=lambda i: i.last_used,
@@ -260,10 +302,36 @@ class Pool:
                 stopped += 1
         return stopped
 
+    def _apply_keepalive(self, keepalive: KeepAlive, now: float, keep: int) -> int:
+        if keepalive.should_prewarm(now) and not self.instances and not self.closed:
+            self._start_instance(prewarm=True)
+            return 0
+        if keepalive.wants_instance(now):
+            return 0
+        idle = [i for i in self.instances if i.state is State.READY and i.inflight == 0]
+        stoppable = max(0, len(self.instances) - keep)
+        for instance in idle[:stoppable]:
+            instance.stop()
+        return min(stoppable, len(idle))
+
     def ensure_min_instances(self) -> None:
-        """Provisioned concurrency: keep min_instances alive even with no traffic."""
+        """Provisioned concurrency: keep these instances alive even with no traffic."""
         while not self.closed and len(self.instances) < self.keep_warm:
-            self._start_instance()
+            self._start_instance(prewarm=True)
+
+    def due_for_warmup(self, now: float) -> list[Instance]:
+        """Idle provisioned instances not used for ``warmup_interval_s``, slots reserved."""
+        interval = self.config.warmup_interval_s
+        if interval is None or self.keep_warm == 0:
+            return []
+        due = [
+            i
+            for i in self.instances
+            if i.state is State.READY and i.inflight == 0 and now - i.last_used >= interval
+        ]
+        for instance in due:
+            instance.inflight += 1  # a slot, without counting it as an invocation
+        return due
 
     async def close(self) -> None:
         self.closed = True

@@ -11,8 +11,10 @@ import contextlib
 import logging
 import math
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,10 +24,14 @@ from coldbrew.batching.batcher import Batcher
 from coldbrew.runtime import messages as m
 from coldbrew.runtime.config import FunctionConfig
 from coldbrew.runtime.context import function_arn
+from coldbrew.scaling.instance import Instance
 from coldbrew.scaling.pool import Pool, TemplatePolicy, VersionInfo
+from coldbrew.scaling.provisioned import provisioned_instances
 
 log = logging.getLogger("coldbrew.scheduler")
 RESOLVE_TTL_S = 1.0
+WARMUP_EVENT = b'{"source": "coldbrew.warmup"}'
+"""What a warm-up ping delivers, like the serverless-plugin-warmup event Lambda users know."""
 
 
 class VersionRecordLike(Protocol):
@@ -101,6 +107,9 @@ class Scheduler:
         self._generations: dict[str, int] = {}
         self._reaper: asyncio.Task[None] | None = None
         self.observers: list[Callable[[Outcome], None]] = []
+        self.batch_observers: list[Callable[[str, int], None]] = []
+        self._pings: set[asyncio.Task[None]] = set()
+        """Called with (function, size) for every batch sent to an instance."""
         """Called with every invocation's outcome, failures included (metering, metrics, logs).
         They run on the event loop: they must be quick and must not raise."""
 
@@ -243,6 +252,13 @@ class Scheduler:
         self._notify(outcome)
         return outcome
 
+    def _on_batch(self, function: str, size: int) -> None:
+        for observer in self.batch_observers:
+            try:
+                observer(function, size)
+            except Exception:
+                log.exception("batch observer failed")
+
     def _notify(self, outcome: Outcome) -> None:
         for observer in self.observers:
             try:
@@ -287,7 +303,7 @@ class Scheduler:
     ) -> Outcome:
         version, config = pool.version, pool.config
         if pool.batcher is None:
-            pool.batcher = Batcher(pool, config.batching)
+            pool.batcher = Batcher(pool, config.batching, self._on_batch)
         item = m.BatchItem(
             request_id=fields["request_id"],
             payload=fields["payload"],
@@ -317,10 +333,16 @@ class Scheduler:
             return
         for pool in self.pools.values():
             if pool.version.function_name == name and pool.version.key != version.key:
+                pool.provisioned_active = False
                 pool.keep_warm = 0
-        if version.config.min_instances:
+        config = version.config
+        if config.min_instances or config.provisioned or config.keep_alive != "fixed":
+            # Pools that hold provisioned instances or a keep-alive history live from deploy on.
             pool = self.pool_for(version)
-            pool.keep_warm = version.config.min_instances
+            pool.provisioned_active = True
+            pool.keep_warm = provisioned_instances(
+                config.min_instances, config.provisioned, datetime.now(UTC)
+            )
             pool.ensure_min_instances()
 
     async def drop_function(self, name: str) -> None:
@@ -340,17 +362,48 @@ class Scheduler:
 
     def reap(self) -> None:
         now = time.monotonic()
+        wall = datetime.now(UTC)
         for key, pool in list(self.pools.items()):
+            config = pool.config
+            pool.keep_warm = (
+                provisioned_instances(config.min_instances, config.provisioned, wall)
+                if pool.provisioned_active
+                else 0
+            )
             pool.reap(now)
             pool.ensure_min_instances()
             pool.release_template_if_idle(now)
+            self._ping(pool, now)
             if (
                 not pool.instances
                 and not pool.waiters
                 and pool.keep_warm == 0
                 and not pool.has_template()
+                and (pool.keepalive is None or not pool.provisioned_active)
             ):
                 del self.pools[key]
+
+    def _ping(self, pool: Pool, now: float) -> None:
+        """Warm-up pings for provisioned instances (not metered, not counted as invocations)."""
+        for instance in pool.due_for_warmup(now):
+            task = asyncio.create_task(self._send_ping(pool, instance))
+            self._pings.add(task)
+            task.add_done_callback(self._pings.discard)
+
+    async def _send_ping(self, pool: Pool, instance: Instance) -> None:
+        fields = {
+            "request_id": f"warmup-{uuid.uuid4()}",
+            "payload": WARMUP_EVENT,
+            "deadline_ms": int(time.time() * 1000 + pool.config.timeout_s * 1000),
+            "invoked_function_arn": function_arn(pool.version.function_name),
+        }
+        try:
+            await instance.invoke(fields, pool.config.timeout_s)
+        except errors.ColdbrewError as exc:
+            log.warning("warm-up ping of %s failed: %s", pool.version.key, exc.message)
+        finally:
+            instance.inflight -= 1
+            instance.last_used = time.monotonic()
 
     def instances_of(self, name: str) -> list[dict[str, Any]]:
         return [

@@ -1,0 +1,55 @@
+"""``/v1/routes``: list, add and delete the API Gateway routes that mount functions."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from coldbrew import errors
+from coldbrew.gateway.apigateway.handler import router_for
+from coldbrew.gateway.body import read_body
+from coldbrew.gateway.errors import json_response
+from coldbrew.gateway.invoke import split_qualifier
+
+MAX_BODY = 64 * 1024
+
+
+async def list_routes(request: Request) -> Response:
+    routes = await asyncio.to_thread(router_for(request).table.list)
+    return json_response(200, {"routes": [r.to_json() for r in routes]})
+
+
+async def add_route(request: Request) -> Response:
+    """``{"route": "GET /items/{id}", "function": "name[:qualifier]", "payload_format": "2.0",
+    "stage": "$default"}`` -> 201 with the route."""
+    try:
+        body = orjson.loads(await read_body(request, MAX_BODY) or b"null")
+    except orjson.JSONDecodeError as exc:
+        raise errors.ValidationError(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise errors.ValidationError("expected a JSON object with 'route' and 'function'")
+    route, target = body.get("route"), body.get("function")
+    if not isinstance(route, str) or not isinstance(target, str):
+        raise errors.ValidationError("'route' and 'function' are required strings")
+    payload_format = str(body.get("payload_format") or "2.0")
+    stage = str(body.get("stage") or "$default")
+    name, qualifier = split_qualifier(target)
+    router = router_for(request)
+    record = await asyncio.to_thread(
+        router.table.add, route, name, qualifier, payload_format, stage
+    )
+    router.invalidate()
+    return json_response(201, record.to_json())
+
+
+async def delete_route(request: Request) -> Response:
+    raw = request.path_params["route_id"]
+    if not raw.isdigit():
+        raise errors.NotFound(f"no route with id {raw}")
+    router = router_for(request)
+    await asyncio.to_thread(router.table.delete, int(raw))
+    router.invalidate()
+    return json_response(200, {"deleted": int(raw)})

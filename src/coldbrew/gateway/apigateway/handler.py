@@ -1,0 +1,56 @@
+"""The catch-all route: a request no other route took is served by the function mounted on
+its API Gateway route, or answered with the usual JSON NOT_FOUND."""
+
+from __future__ import annotations
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from coldbrew import errors
+from coldbrew.gateway.apigateway.events import RouteContext, build_event
+from coldbrew.gateway.apigateway.responses import outcome_response
+from coldbrew.gateway.apigateway.routing import Router
+from coldbrew.gateway.body import read_body
+from coldbrew.gateway.errors import error_response, from_exception
+from coldbrew.gateway.invoke import request_id_for
+from coldbrew.platform import Platform
+from coldbrew.registry.routes import RouteTable
+
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+
+
+def router_for(request: Request) -> Router:
+    """The app's one Router, made on first use (the registry exists only after start-up)."""
+    router = getattr(request.app.state, "api_router", None)
+    if router is None:
+        platform: Platform = request.app.state.platform
+        router = request.app.state.api_router = Router(RouteTable(platform.registry))
+    return router
+
+
+async def serve(request: Request) -> Response:
+    platform: Platform = request.app.state.platform
+    request_id = request_id_for(request)
+    found = await router_for(request).match(request.method, request.url.path)
+    if found is None:
+        return error_response(
+            "NOT_FOUND",
+            f"no route for {request.method} {request.url.path}",
+            headers={"x-request-id": request_id},
+        )
+    route, params = found
+    try:
+        body = await read_body(request, platform.settings.max_payload_bytes)
+        context = RouteContext(route.method, route.path, params, route.stage, request_id)
+        event = build_event(route.payload_format, request, body, context)
+        version = await platform.scheduler.resolve(route.function_name, route.qualifier)
+        outcome = await platform.scheduler.invoke(
+            version, orjson.dumps(event), request_id, qualifier=route.qualifier
+        )
+    except errors.ColdbrewError as exc:
+        return from_exception(exc, {"x-request-id": request_id})
+    response = outcome_response(outcome)
+    if request.method == "HEAD":
+        response.body = b""
+    return response

@@ -1,0 +1,72 @@
+"""The ``@connections`` management API, as ``boto3.client("apigatewaymanagementapi",
+endpoint_url="http://host:port/ws")`` calls it.
+
+``POST /ws/@connections/{id}`` sends the raw body as one frame (text when it is UTF-8, else
+binary), ``GET`` describes the connection, ``DELETE`` closes it (its $disconnect then runs).
+Errors use the AWS REST-JSON shape botocore parses: an ``x-amzn-ErrorType`` header and a
+``{"message": ...}`` body, so clients get ``client.exceptions.GoneException`` (410) for a
+connection that is not (or no longer) open. SigV4 signatures are accepted without being
+checked: the gateway has no credentials of its own yet.
+"""
+
+from __future__ import annotations
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from coldbrew import errors
+from coldbrew.gateway.body import read_body
+from coldbrew.gateway.websocket.connections import Connection, connections_for
+from coldbrew.platform import Platform
+
+
+def aws_error(status: int, error_type: str, message: str) -> Response:
+    return Response(
+        orjson.dumps({"message": message}),
+        status,
+        headers={"x-amzn-ErrorType": error_type},
+        media_type="application/json",
+    )
+
+
+def _connection(request: Request) -> Connection | None:
+    return connections_for(request.app).get(request.path_params["connection_id"])
+
+
+def _gone(request: Request) -> Response:
+    connection_id = request.path_params["connection_id"]
+    return aws_error(410, "GoneException", f"connection {connection_id} is gone")
+
+
+async def post_to_connection(request: Request) -> Response:
+    platform: Platform = request.app.state.platform
+    connection = _connection(request)
+    if connection is None:
+        return _gone(request)
+    try:
+        data = await read_body(request, platform.settings.max_payload_bytes)
+    except errors.PayloadTooLarge as exc:
+        return aws_error(413, "PayloadTooLargeException", exc.message)
+    try:
+        frame: str | bytes = data.decode()
+    except UnicodeDecodeError:
+        frame = data
+    if not await connection.send(frame):
+        return _gone(request)
+    return Response(status_code=200)
+
+
+async def get_connection(request: Request) -> Response:
+    connection = _connection(request)
+    if connection is None:
+        return _gone(request)
+    return Response(orjson.dumps(connection.describe()), 200, media_type="application/json")
+
+
+async def delete_connection(request: Request) -> Response:
+    connection = _connection(request)
+    if connection is None:
+        return _gone(request)
+    await connection.close(1000, "Connection closed by the server")
+    return Response(status_code=204)

@@ -1,0 +1,135 @@
+"""The alert loop: evaluates the rules over the sliding window every few seconds, and sends
+what fires or resolves to the log and to webhooks.
+
+Webhooks are POSTed from their own tasks with a timeout, so a slow receiver delays nothing, and
+at most ``MAX_PENDING_WEBHOOKS`` deliveries are in flight (beyond that they are dropped and
+logged: an alert storm must not grow memory without bound).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import asdict
+from typing import Any
+
+import httpx
+
+from coldbrew.observe.rules import Evaluation, RuleConfig, evaluate, transitions
+from coldbrew.observe.window import Window, summarize
+
+log = logging.getLogger("coldbrew.alerts")
+MAX_PENDING_WEBHOOKS = 100
+WEBHOOK_TIMEOUT_S = 5.0
+HISTORY = 200
+
+
+class AlertManager:
+    def __init__(
+        self,
+        window: Window,
+        config: RuleConfig,
+        webhooks: list[str],
+        interval_s: float = 5.0,
+        baseline_s: float = 3600.0,
+    ) -> None:
+        self.window = window
+        self.config = config
+        self.webhooks = webhooks
+        self.interval_s = interval_s
+        self.baseline_s = baseline_s
+        self.active: dict[tuple[str, str], dict[str, Any]] = {}
+        self.history: list[dict[str, Any]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._deliveries: set[asyncio.Task[None]] = set()
+        self._client: httpx.AsyncClient | None = None
+
+    async def start(self) -> None:
+        self._client = httpx.AsyncClient(timeout=WEBHOOK_TIMEOUT_S)
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._deliveries:
+            await asyncio.wait(self._deliveries, timeout=WEBHOOK_TIMEOUT_S)
+        if self._client:
+            await self._client.aclose()
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                self.evaluate_once()
+            except Exception:
+                log.exception("alert evaluation failed")
+
+    def evaluate_once(self, now: float | None = None) -> list[dict[str, Any]]:
+        """One pass: returns the events (fired and resolved) it produced."""
+        now = time.time() if now is None else now
+        self.window.trim(now)
+        start = now - self.config.window_s
+        functions = self.window.functions() | {f for _, f in self.active}
+        evaluations: list[Evaluation] = []
+        for function in sorted(functions):
+            stats = summarize(self.window.since(start, function))
+            evaluations += evaluate(function, stats, self.config, self._baseline(function, now))
+        fired, resolved = transitions(set(self.active), evaluations)
+        events = [self._event("firing", e, now) for e in fired]
+        events += [self._event("resolved", e, now) for e in resolved]
+        for event in events:
+            self._publish(event)
+        return events
+
+    def _baseline(self, function: str, now: float) -> float | None:
+        """Average spend per window-length over the trailing ``baseline_s`` before the window;
+        None until the window holds that much history."""
+        window_start = now - self.config.window_s
+        earliest = self.window.items[0].started_at if self.window.items else now
+        if earliest > window_start - self.baseline_s / 2:
+            return None
+        span = min(self.baseline_s, window_start - earliest)
+        trailing = [u for u in self.window.since(window_start - span, function)]
+        cost = sum(u.cost_usd for u in trailing if u.started_at < window_start)
+        return cost / span * self.config.window_s
+
+    def _event(self, state: str, e: Evaluation, now: float) -> dict[str, Any]:
+        event = {"state": state, "at": now, **asdict(e)}
+        if state == "firing":
+            self.active[e.key] = {**event, "since": now}
+        else:
+            started = self.active.pop(e.key, {})
+            event["since"] = started.get("since")
+        return event
+
+    def _publish(self, event: dict[str, Any]) -> None:
+        self.history = [*self.history[-(HISTORY - 1) :], event]
+        level = logging.WARNING if event["state"] == "firing" else logging.INFO
+        log.log(level, "alert %s %s: %s", event["state"], event["rule"], event["message"])
+        for url in self.webhooks:
+            if len(self._deliveries) >= MAX_PENDING_WEBHOOKS:
+                log.warning("alert webhook backlog full; dropped delivery to %s", url)
+                continue
+            task = asyncio.get_running_loop().create_task(self._post(url, event))
+            self._deliveries.add(task)
+            task.add_done_callback(self._deliveries.discard)
+
+    async def _post(self, url: str, event: dict[str, Any]) -> None:
+        assert self._client is not None
+        try:
+            response = await self._client.post(url, json={"source": "coldbrew", **event})
+            if response.status_code >= 400:
+                log.warning("alert webhook %s answered %s", url, response.status_code)
+        except httpx.HTTPError as exc:
+            log.warning("alert webhook %s failed: %s", url, exc)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "active": list(self.active.values()),
+            "recent": list(reversed(self.history[-50:])),
+            "rules": asdict(self.config),
+        }

@@ -1,0 +1,118 @@
+"""A sliding window of recent invocations kept in memory, and the statistics read from it.
+
+Alerts and the dashboard both need "what happened in the last N seconds" per function without
+touching the database on every evaluation: a bounded deque of :class:`Usage`, trimmed by age and
+count, answers that in microseconds for the volumes one gateway serves.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from coldbrew.observe.usage import Usage
+
+
+@dataclass(frozen=True)
+class WindowStats:
+    """Aggregates over a set of invocations (one function, or all)."""
+
+    invocations: int
+    errors: int
+    throttles: int
+    cold_starts: int
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    cost_usd: float
+    gb_seconds: float
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.invocations if self.invocations else 0.0
+
+    @property
+    def cold_start_ratio(self) -> float:
+        completed = self.invocations - self.throttles
+        return self.cold_starts / completed if completed > 0 else 0.0
+
+
+def percentile(sorted_values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (what CloudWatch reports); None for no data."""
+    if not sorted_values:
+        return None
+    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def summarize(usages: Iterable[Usage]) -> WindowStats:
+    items = list(usages)
+    latencies = sorted(u.wall_ms for u in items if u.status not in ("THROTTLED",))
+    return WindowStats(
+        invocations=len(items),
+        errors=sum(1 for u in items if not u.ok),
+        throttles=sum(1 for u in items if u.status == "THROTTLED"),
+        cold_starts=sum(1 for u in items if u.cold_start),
+        p50_ms=percentile(latencies, 50),
+        p95_ms=percentile(latencies, 95),
+        p99_ms=percentile(latencies, 99),
+        cost_usd=sum(u.cost_usd for u in items),
+        gb_seconds=sum(u.gb_seconds for u in items),
+    )
+
+
+class Window:
+    """The invocations of the last ``horizon_s`` seconds (at most ``max_items``)."""
+
+    def __init__(self, horizon_s: float = 3600.0, max_items: int = 200_000) -> None:
+        self.horizon_s = horizon_s
+        self.items: deque[Usage] = deque(maxlen=max_items)
+
+    def add(self, usage: Usage) -> None:
+        self.items.append(usage)
+
+    def trim(self, now: float | None = None) -> None:
+        cutoff = (time.time() if now is None else now) - self.horizon_s
+        while self.items and self.items[0].started_at < cutoff:
+            self.items.popleft()
+
+    def since(self, start: float, function: str | None = None) -> list[Usage]:
+        return [
+            u
+            for u in self.items
+            if u.started_at >= start and (function is None or u.function == function)
+        ]
+
+    def functions(self) -> set[str]:
+        return {u.function for u in self.items}
+
+    def series(
+        self, now: float, seconds: int, function: str | None = None
+    ) -> list[dict[str, float]]:
+        """Per-second buckets of the last ``seconds`` seconds, oldest first (dashboard charts)."""
+        start = math.floor(now) - seconds + 1
+        buckets: list[list[Usage]] = [[] for _ in range(seconds)]
+        for u in self.since(start, function):
+            index = int(u.started_at - start)
+            if 0 <= index < seconds:
+                buckets[index].append(u)
+        rows = []
+        for offset, bucket in enumerate(buckets):
+            stats = summarize(bucket)
+            rows.append(
+                {
+                    "t": start + offset,
+                    "invocations": stats.invocations,
+                    "errors": stats.errors,
+                    "throttles": stats.throttles,
+                    "cold_starts": stats.cold_starts,
+                    "p50_ms": stats.p50_ms or 0.0,
+                    "p95_ms": stats.p95_ms or 0.0,
+                    "p99_ms": stats.p99_ms or 0.0,
+                    "cost_usd": stats.cost_usd,
+                }
+            )
+        return rows
