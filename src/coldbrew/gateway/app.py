@@ -9,10 +9,10 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from coldbrew import __version__
-from coldbrew.gateway import functions, invoke, lambda_api, observe_routes, oip, websocket
+from coldbrew.gateway import functions, invoke, lambda_api, observe_routes, oip, stream, websocket
 from coldbrew.gateway.apigateway import admin as apigw_admin
 from coldbrew.gateway.apigateway import handler as apigw_handler
 from coldbrew.gateway.errors import EXCEPTION_HANDLERS, json_response
@@ -48,6 +48,7 @@ def routes() -> list[BaseRoute]:
         *observe_routes.routes(),
         *oip.routes(),
         *websocket.routes(),
+        WebSocketRoute("/stream/{name}", stream.stream_endpoint),
         # Last: API Gateway routes take whatever no route above did (else JSON NOT_FOUND).
         Route("/{path:path}", apigw_handler.serve, methods=apigw_handler.METHODS),
     ]

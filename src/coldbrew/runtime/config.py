@@ -132,6 +132,12 @@ class FunctionConfig(BaseModel):
     and pre-warms and releases instances by them."""
     provisioned: list[ProvisionedSchedule] = Field(default_factory=list)
     """Scheduled provisioned concurrency, on top of min_instances."""
+    stream_handler: str | None = None
+    """``module:function`` taking ``(frames, context)``: a generator that iterates over the frames
+    of one WebSocket session (``str`` or ``bytes``) and yields what to send back. One session
+    holds one instance slot for its whole life (``/stream/{name}``)."""
+    stream_max_duration_s: float = Field(default=900, gt=0, le=86_400)
+    """A stream session is closed cleanly after this long (default 15 minutes, as Lambda)."""
     warmup_interval_s: float | None = Field(default=None, gt=0)
     """Ping idle provisioned instances with ``{"source": "coldbrew.warmup"}`` this often."""
 
@@ -151,7 +157,7 @@ class FunctionConfig(BaseModel):
             return False
         return self.batch_handler is not None or self.handler == BUILTIN_MODEL_HANDLER
 
-    @field_validator("handler", "batch_handler")
+    @field_validator("handler", "batch_handler", "stream_handler")
     @classmethod
     def _handler_shape(cls, value: str | None) -> str | None:
         if value is None:

@@ -33,6 +33,7 @@ from coldbrew.runtime.context import (
     identity_from,
 )
 from coldbrew.runtime.logcapture import LogCapture
+from coldbrew.runtime.streams import StreamSessions
 from coldbrew.runtime.validation import check_validation_sample
 
 LOGS = LogCapture()
@@ -69,6 +70,9 @@ class LoadedVersion:
         self.model = self._load_model()
         self.handler = self._import_handler(self.config.handler)
         self.batch_handler = self._batch_handler()
+        self.stream_handler = (
+            self._import_handler(self.config.stream_handler) if self.config.stream_handler else None
+        )
 
     def _load_model(self) -> Any:
         fmt = self.config.resolved_model_format()
@@ -128,7 +132,7 @@ class LoadedVersion:
         clone.spawn = spawn
         return clone
 
-    def context(self, invoke: m.Invoke | m.BatchItem) -> LambdaContext:
+    def context(self, invoke: m.Invoke | m.BatchItem | m.StreamOpen) -> LambdaContext:
         spawn = self.spawn
         return LambdaContext(
             aws_request_id=invoke.request_id,
@@ -282,8 +286,9 @@ class InstanceServer:
         self.write_lock = threading.Lock()
         concurrency = version.config.concurrency
         self.pool = ThreadPoolExecutor(concurrency) if concurrency > 1 else None
+        self.streams = StreamSessions(version, self.send, error_info)
 
-    def send(self, message: m.Result | m.BatchResult | m.Ready | m.LoadFailed) -> None:
+    def send(self, message: m.InstanceMessage) -> None:
         frame = m.encode(message)
         with self.write_lock:
             self.channel.sendall(frame)
@@ -311,7 +316,13 @@ class InstanceServer:
                 return
             if isinstance(message, m.Shutdown):
                 return
-            if isinstance(message, m.Invoke | m.InvokeBatch):
+            if isinstance(message, m.StreamFrame):
+                self.streams.frame(message)
+            elif isinstance(message, m.StreamOpen):
+                self.streams.open(message)
+            elif isinstance(message, m.StreamClose):
+                self.streams.close(message)
+            elif isinstance(message, m.Invoke | m.InvokeBatch):
                 if self.pool is None:
                     self.run_one(message)
                 else:

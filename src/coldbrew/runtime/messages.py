@@ -133,12 +133,54 @@ class BatchResult(msgspec.Struct, tag="batch_result", frozen=True):
     duration_ms: float
 
 
+class StreamOpen(msgspec.Struct, tag="stream_open", frozen=True):
+    """Start a stream session: the version's stream handler runs until the stream closes."""
+
+    id: int
+    request_id: str
+    deadline_ms: int
+    invoked_function_arn: str
+
+
+class StreamFrame(msgspec.Struct, tag="stream_frame", frozen=True):
+    """One message of a stream, either way (``text`` tells a text frame from a binary one)."""
+
+    id: int
+    data: bytes
+    text: bool
+
+
+class StreamClose(msgspec.Struct, tag="stream_close", frozen=True):
+    """No more frames will come: the handler's frame iterator ends."""
+
+    id: int
+
+
+class StreamEnded(msgspec.Struct, tag="stream_ended", frozen=True):
+    """The stream handler returned (or raised)."""
+
+    id: int
+    error: ErrorInfo | None = None
+
+
 class Shutdown(msgspec.Struct, tag="shutdown", frozen=True):
     pass
 
 
 ControlMessage = Spawn | SpawnTemplate | Spawned | SpawnFailed | TemplateReady
-InstanceMessage = Ready | LoadFailed | Invoke | Result | InvokeBatch | BatchResult | Shutdown
+InstanceMessage = (
+    Ready
+    | LoadFailed
+    | Invoke
+    | Result
+    | InvokeBatch
+    | BatchResult
+    | StreamOpen
+    | StreamFrame
+    | StreamClose
+    | StreamEnded
+    | Shutdown
+)
 
 _encoder = msgspec.msgpack.Encoder()
 _control_decoder = msgspec.msgpack.Decoder(ControlMessage)

@@ -51,6 +51,7 @@ class Instance:
         self.init_ms: float | None = None
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending: dict[int, asyncio.Future[m.Result | m.BatchResult]] = {}
+        self._streams: dict[int, asyncio.Queue[m.StreamFrame | m.StreamEnded | Exception]] = {}
         self._ids = itertools.count(1)
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
@@ -97,7 +98,13 @@ class Instance:
             self._died()
 
     def _handle(self, message: m.InstanceMessage) -> None:
-        if isinstance(message, m.Result | m.BatchResult):
+        if isinstance(message, m.StreamFrame | m.StreamEnded):
+            stream = self._streams.get(message.id)
+            if stream is not None:
+                stream.put_nowait(message)
+                if isinstance(message, m.StreamEnded):
+                    del self._streams[message.id]
+        elif isinstance(message, m.Result | m.BatchResult):
             future = self._pending.pop(message.id, None)
             if future is not None and not future.done():
                 future.set_result(message)
@@ -135,6 +142,9 @@ class Instance:
             if not future.done():
                 future.set_exception(reason)
         self._pending.clear()
+        for stream in self._streams.values():
+            stream.put_nowait(reason)
+        self._streams.clear()
         if self._writer is not None:
             self._writer.close()
         self.backend.release(self.id)
@@ -177,6 +187,27 @@ class Instance:
         result = await self._call(lambda i: m.InvokeBatch(id=i, items=items), timeout_s)
         assert isinstance(result, m.BatchResult)
         return result
+
+    def open_stream(
+        self, fields: dict[str, object]
+    ) -> tuple[int, asyncio.Queue[m.StreamFrame | m.StreamEnded | Exception]]:
+        """Start the stream handler; its outputs (and its end, or this instance's death) arrive
+        on the returned queue."""
+        if self.state is State.DEAD or self._writer is None:
+            raise self._death_reason()
+        stream_id = next(self._ids)
+        outputs: asyncio.Queue[m.StreamFrame | m.StreamEnded | Exception] = asyncio.Queue()
+        self._streams[stream_id] = outputs
+        self._writer.write(m.encode(m.StreamOpen(id=stream_id, **fields)))  # type: ignore[arg-type]
+        return stream_id, outputs
+
+    def stream_send(self, stream_id: int, data: bytes, text: bool) -> None:
+        if self._writer is not None and self.state is not State.DEAD:
+            self._writer.write(m.encode(m.StreamFrame(id=stream_id, data=data, text=text)))
+
+    def stream_close(self, stream_id: int) -> None:
+        if self._writer is not None and self.state is not State.DEAD:
+            self._writer.write(m.encode(m.StreamClose(id=stream_id)))
 
     async def _call(
         self, build: Callable[[int], m.Invoke | m.InvokeBatch], timeout_s: float

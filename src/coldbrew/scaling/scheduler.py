@@ -259,6 +259,10 @@ class Scheduler:
             except Exception:
                 log.exception("batch observer failed")
 
+    def record(self, outcome: Outcome) -> None:
+        """Report an outcome produced outside ``invoke`` (stream sessions) to the observers."""
+        self._notify(outcome)
+
     def _notify(self, outcome: Outcome) -> None:
         for observer in self.observers:
             try:
