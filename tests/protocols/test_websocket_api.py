@@ -112,8 +112,8 @@ def chat(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Path:
     bundle = write_bundle(folder / "chat", CHAT_HANDLER, config)
     assert server.deploy_folder("chat", bundle).status_code == 201
     routed = config + (
-        'WEBSOCKET_ROUTE_SELECTION_EXPRESSION = "$request.body.meta.kind"\n'
-        'WEBSOCKET_ROUTES = "ping,pong"\n'
+        '[websocket]\nroute_selection_expression = "$request.body.meta.kind"\n'
+        'routes = ["ping", "pong"]\n'
     )
     bundle = write_bundle(folder / "routed", CHAT_HANDLER, routed)
     assert server.deploy_folder("routed", bundle).status_code == 201

@@ -94,6 +94,17 @@ class ProvisionedSchedule(BaseModel):
         return value
 
 
+class WebSocketConfig(BaseModel):
+    """The API Gateway-style WebSocket API of a function (``ws://host/ws/{name}``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    route_selection_expression: str = "$request.body.action"
+    routes: list[str] = Field(default_factory=list)
+    """Declared route keys; a selected value outside them goes to ``$default``. Empty: any
+    selected string is its own route key."""
+
+
 class FunctionConfig(BaseModel):
     """Per-function settings. Defaults follow AWS Lambda where Lambda has one."""
 
@@ -132,6 +143,7 @@ class FunctionConfig(BaseModel):
     and pre-warms and releases instances by them."""
     provisioned: list[ProvisionedSchedule] = Field(default_factory=list)
     """Scheduled provisioned concurrency, on top of min_instances."""
+    websocket: WebSocketConfig = Field(default_factory=WebSocketConfig)
     stream_handler: str | None = None
     """``module:function`` taking ``(frames, context)``: a generator that iterates over the frames
     of one WebSocket session (``str`` or ``bytes``) and yields what to send back. One session

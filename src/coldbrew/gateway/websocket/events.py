@@ -59,10 +59,14 @@ class RouteSelector:
 
     @classmethod
     def for_config(cls, config: FunctionConfig) -> RouteSelector:
-        """From the function's ``[environment]``: the only per-function settings a bundle can
-        carry today besides the fixed config keys."""
+        """From the function's ``[websocket]`` table; the ``WEBSOCKET_*`` environment variables
+        of earlier bundles still override it."""
         env = config.environment
-        return cls.parse(env.get(EXPRESSION_VARIABLE, DEFAULT_EXPRESSION), env.get(ROUTES_VARIABLE))
+        declared = ",".join(config.websocket.routes) or None
+        return cls.parse(
+            env.get(EXPRESSION_VARIABLE, config.websocket.route_selection_expression),
+            env.get(ROUTES_VARIABLE, declared),
+        )
 
     def select(self, body: str | None) -> str:
         if body is None:
