@@ -254,6 +254,15 @@ class Pool:
         if self.closed:
             self.backend.stop_version_template(self.template_key)
 
+    def tier(self) -> str:
+        """The warmest thing this version holds: instances, its version template, or only the
+        shared runtime template."""
+        if any(i.state is State.READY for i in self.instances):
+            return "instances"
+        if self.has_template():
+            return "version_template"
+        return "runtime_template"
+
     def has_template(self) -> bool:
         return self.backend.has_version_template(self.template_key)
 
@@ -352,4 +361,7 @@ class Pool:
             "queued": len(self.waiters),
             "cold_starts": self.cold_starts,
             "version_template": self.has_template(),
+            "tier": self.tier(),
+            "keep_alive": self.config.keep_alive,
+            "provisioned": self.keep_warm,
         }
