@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -149,3 +152,56 @@ def test_handler_output_lands_in_the_function_log(server: Server, tmp_path: Path
     assert "START RequestId: log-me-1" in log
     assert "hello from log-me-1" in log
     assert "REPORT RequestId: log-me-1\tDuration:" in log
+
+
+LAMBDA_STYLE = """
+import logging
+import os
+
+logger = logging.getLogger()
+logger.setLevel(logging.INFO)
+
+
+def lambda_handler(event, context):
+    logger.info("processing %s", event.get("id"))
+    context.log("context.log line\\n")
+    return {
+        "execution_env": os.environ.get("AWS_EXECUTION_ENV"),
+        "task_root": os.environ.get("LAMBDA_TASK_ROOT") == os.getcwd(),
+        "remaining_ok": context.get_remaining_time_in_millis() > 0,
+    }
+"""
+
+
+def test_lambda_handler_syntax_and_logging(server: Server, tmp_path: Path) -> None:
+    """A handler written for Lambda: 'file.function' handler string, root logger, context.log."""
+    bundle = tmp_path / "lambda-style"
+    bundle.mkdir()
+    (bundle / "lambda_function.py").write_text(LAMBDA_STYLE)
+    (bundle / "coldbrew.toml").write_text('handler = "lambda_function.lambda_handler"\n')
+    response = server.deploy_folder("lambda-style", bundle)
+    assert response.status_code == 201, response.text
+    result = server.invoke("lambda-style", {"id": "abc"}, headers={"x-request-id": "req-log-1"})
+    assert result.json() == {
+        "execution_env": "AWS_Lambda_python3.11",
+        "task_root": True,
+        "remaining_ok": True,
+    }
+    log = (server.home / "logs" / "functions" / "lambda-style.log").read_text()
+    assert "[INFO]" in log and "\treq-log-1\tprocessing abc" in log
+    assert "context.log line" in log
+    # Instances forked from the version template keep the level the module set at import.
+    deadline = time.monotonic() + 10
+    while not any(p["version_template"] for p in pools(server, "lambda-style")):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    for instance in server.instances("lambda-style"):
+        os.kill(instance["pid"], signal.SIGKILL)
+    time.sleep(0.3)
+    server.invoke("lambda-style", {"id": "forked"}, headers={"x-request-id": "req-log-2"})
+    log = (server.home / "logs" / "functions" / "lambda-style.log").read_text()
+    assert "\treq-log-2\tprocessing forked" in log
+
+
+def pools(server: Server, name: str) -> list[dict]:
+    return server.client.get(f"/v1/functions/{name}").json()["pools"]

@@ -203,6 +203,7 @@ class LocalBackend:
                 "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{spec.function_name}",
                 "AWS_LAMBDA_LOG_STREAM_NAME": f"[{spec.version}]{spec.instance_id}",
                 "AWS_REGION": "us-east-1",
+            "AWS_EXECUTION_ENV": "AWS_Lambda_python3.11",
                 "AWS_DEFAULT_REGION": "us-east-1",
                 "LAMBDA_TASK_ROOT": spec.bundle_dir,
                 "_HANDLER": str(spec.config.get("handler", "")),

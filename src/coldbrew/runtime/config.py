@@ -152,6 +152,14 @@ class FunctionConfig(BaseModel):
     """A stream session is closed cleanly after this long (default 15 minutes, as Lambda)."""
     warmup_interval_s: float | None = Field(default=None, gt=0)
     """Ping idle provisioned instances with ``{"source": "coldbrew.warmup"}`` this often."""
+    rate_limit: float | None = Field(default=None, gt=0)
+    """Invocations per second this function accepts from all callers together (token bucket,
+    shared by every gateway when Redis is configured); more get 429 RATE_LIMITED."""
+    burst: int | None = Field(default=None, ge=1)
+    """Bucket size of ``rate_limit`` (default: the rate, at least 1)."""
+    trust_pickle: bool | None = None
+    """Allow a pickle-based model (joblib, pickle): loading one runs code from the file, so it
+    must be marked trusted by whoever deploys it (docs/SECURITY.md)."""
 
     @field_validator("keep_alive")
     @classmethod
@@ -174,9 +182,16 @@ class FunctionConfig(BaseModel):
     def _handler_shape(cls, value: str | None) -> str | None:
         if value is None:
             return None
+        if ":" not in value and "." in value:
+            # Lambda's own syntax: "lambda_function.lambda_handler", "src/app.handler".
+            module, _, func = value.rpartition(".")
+            value = f"{module.replace('/', '.')}:{func}"
         module, _, func = value.partition(":")
         if not module or not func:
-            raise ValueError("handler must look like 'module:function', e.g. 'app:handler'")
+            raise ValueError(
+                "handler must look like 'module:function' (or Lambda's 'module.function'), "
+                "e.g. 'app:handler'"
+            )
         return value
 
     def resolved_model_format(self) -> str | None:

@@ -6,6 +6,7 @@ libraries such as aws-lambda-powertools that read the context) run unchanged.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -95,6 +96,11 @@ class LambdaContext:
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, self._deadline_ms - int(time.time() * 1000))
+
+    def log(self, message: str) -> None:
+        """As awslambdaric's ``context.log``: write to the function's log, unbuffered."""
+        sys.stdout.write(message)
+        sys.stdout.flush()
 
     def __repr__(self) -> str:
         return (

@@ -32,11 +32,12 @@ from coldbrew.runtime.context import (
     function_arn,
     identity_from,
 )
-from coldbrew.runtime.logcapture import LogCapture
+from coldbrew.runtime.logcapture import LogCapture, RequestIdFilter, install_lambda_logging
 from coldbrew.runtime.streams import StreamSessions
 from coldbrew.runtime.validation import check_validation_sample
 
 LOGS = LogCapture()
+REQUEST_IDS = RequestIdFilter()
 
 Handler = Callable[[Any, Any], Any]
 BatchHandler = Callable[[list[Any], list[Any]], list[Any]]
@@ -150,6 +151,7 @@ class LoadedVersion:
 
     def invoke(self, invoke: m.Invoke) -> m.Result:
         """Run one invocation with Lambda's START / END / REPORT lines around its output."""
+        REQUEST_IDS.local.request_id = invoke.request_id
         with LOGS.capture() as captured:
             print(f"START RequestId: {invoke.request_id} Version: {self.spawn.version}")
             result = self._run(invoke)
@@ -355,6 +357,7 @@ def prepare_process(spawn: m.Spawn) -> None:
     LOGS.install()
     os.makedirs(spawn.work_dir, exist_ok=True)
     enter_environment(spawn)
+    install_lambda_logging(REQUEST_IDS)  # after: it reads AWS_LAMBDA_LOG_LEVEL
 
 
 def run_instance(

@@ -10,8 +10,11 @@ not the buffer.
 from __future__ import annotations
 
 import io
+import logging
+import os
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TextIO
@@ -78,3 +81,38 @@ class LogCapture:
             yield buffer
         finally:
             self.local.buffer = None
+
+
+LAMBDA_LOG_FORMAT = "[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s"
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds ``aws_request_id`` to every record, as the Lambda Python runtime's log handler does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.aws_request_id = getattr(self.local, "request_id", None) or "-"
+        return True
+
+
+def install_lambda_logging(request_ids: RequestIdFilter) -> None:
+    """A root handler like Lambda's: ``logging.getLogger().info(...)`` after ``setLevel(INFO)``
+    reaches the function's log with the request id, instead of vanishing (Python's last-resort
+    handler only prints warnings)."""
+    handler = logging.StreamHandler(sys.stdout)
+    formatter = logging.Formatter(LAMBDA_LOG_FORMAT, "%Y-%m-%dT%H:%M:%S")
+    formatter.converter = time.gmtime
+    handler.setFormatter(formatter)
+    handler.addFilter(request_ids)
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    if not getattr(root, "_coldbrew_configured", False):
+        # Only once per process lineage: a version template's handler module may have set the
+        # level at import (logger.setLevel(logging.INFO)), and its forks must keep it.
+        root.setLevel(os.environ.get("AWS_LAMBDA_LOG_LEVEL", "WARNING").upper())
+        root._coldbrew_configured = True  # type: ignore[attr-defined]

@@ -101,13 +101,20 @@ def fork_version_template(control: socket.socket, request: m.SpawnTemplate, cont
 
 def run_version_template(control: socket.socket, version: m.Spawn) -> None:
     """Load one version, then fork its instances until the gateway closes the control socket."""
+    from coldbrew.runtime.instance import (
+        REQUEST_IDS,
+        LoadError,
+        enter_environment,
+        install_lambda_logging,
+        redirect_output,
+    )
     from coldbrew.runtime.instance import LoadedVersion as Loaded
-    from coldbrew.runtime.instance import LoadError, enter_environment, redirect_output
 
     os.setsid()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     redirect_output(version.log_path)
     enter_environment(version)
+    install_lambda_logging(REQUEST_IDS)
     started = time.perf_counter()
     try:
         loaded = Loaded(version)
