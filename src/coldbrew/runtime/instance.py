@@ -126,6 +126,25 @@ class LoadedVersion:
             )
         return handler
 
+    def warm_up(self) -> None:
+        """One prediction on a row of zeros, in a version template before it forks.
+
+        The first prediction of a freshly loaded model pays for lazy imports and first-touch
+        set-up (tens of milliseconds for a scikit-learn forest); paid once here, every fork
+        starts hot. OpenMP is held to one thread, so no thread pool exists at fork time."""
+        n_features = getattr(self.model, "n_features", None)
+        if self.model is None or not n_features:
+            return
+        import numpy as np
+
+        from coldbrew.runtime.loaders import one_openmp_thread
+
+        try:
+            with one_openmp_thread():
+                self.model.predict(np.zeros((1, n_features)))
+        except Exception as exc:  # a model that rejects zeros just starts cold
+            print(f"coldbrew: warm-up prediction failed: {exc}", file=sys.stderr)
+
     def for_instance(self, spawn: m.Spawn) -> LoadedVersion:
         """This already-loaded version, as seen by one forked instance (its own id and env)."""
         clone = object.__new__(LoadedVersion)

@@ -52,7 +52,7 @@ class LoadedModel(Protocol):
 
 
 @contextmanager
-def _one_openmp_thread() -> Iterator[None]:
+def one_openmp_thread() -> Iterator[None]:
     """Keep OpenMP at one thread while a model loads.
 
     XGBoost runs OpenMP parallel loops while it reads a model (a Booster file or an unpickled
@@ -173,7 +173,7 @@ def _check_predicts(obj: Any) -> Any:
 def _load_joblib(path: Path, fmt: str) -> LoadedModel:
     import joblib  # joblib.load also reads plain pickles
 
-    with _one_openmp_thread():
+    with one_openmp_thread():
         estimator = _check_predicts(joblib.load(path))
     _single_threaded(estimator)
     return SklearnModel(estimator, fmt)
@@ -185,7 +185,7 @@ def _load_skops(path: Path, fmt: str) -> LoadedModel:
     # The deployer chose this file, so the types it names are trusted as a whole; skops still
     # refuses files that are not skops archives.
     trusted = skops.io.get_untrusted_types(file=path)
-    with _one_openmp_thread():
+    with one_openmp_thread():
         estimator = _check_predicts(skops.io.load(path, trusted=trusted))
     _single_threaded(estimator)
     return SklearnModel(estimator, fmt)
@@ -339,7 +339,7 @@ class XGBoostModel:
 def _load_xgboost(path: Path, fmt: str) -> LoadedModel:
     import xgboost
 
-    with _one_openmp_thread():
+    with one_openmp_thread():
         booster = xgboost.Booster(params={"nthread": 1}, model_file=str(path))
         booster.set_param({"nthread": 1})
         return XGBoostModel(booster)

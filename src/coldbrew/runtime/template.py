@@ -125,11 +125,28 @@ def run_version_template(control: socket.socket, version: m.Spawn) -> None:
             )
         )
         return
+    threads_before = _native_threads()
+    loaded.warm_up()
+    if _native_threads() > threads_before:
+        # Forking now could hand children locks of threads that do not exist in them.
+        message = "the warm-up prediction started threads; not safe to fork from"
+        control.send(
+            m.encode_packet(m.SpawnFailed(instance_id=version.instance_id, message=message))
+        )
+        return
     gc.collect()
     gc.freeze()
     ready = m.TemplateReady(pid=os.getpid(), preload_ms=(time.perf_counter() - started) * 1000)
     control.send(m.encode_packet(ready))
     serve(control, loaded)
+
+
+def _native_threads() -> int:
+    """OS threads of this process (Python's threading module cannot see OpenMP's)."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return 1
 
 
 def serve(control: socket.socket, preloaded: LoadedVersion | None = None) -> None:
