@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     version_template_idle_s: float = 1800
     """A version template is released after its version has had no instance for this long."""
 
+    spares: bool = True
+    """Templates keep one instance forked ahead of demand, so a cold start skips the fork and
+    the cgroup migration (~25 ms here). Costs one mostly-shared process per template."""
+
     policy_minute_s: float = 60.0
     """Seconds in one minute of keep-alive policy time. Only tests and demos change it."""
 
@@ -116,6 +120,68 @@ class Settings(BaseSettings):
 
     alert_min_invocations: int = 20
     """A rule needs at least this many invocations in the window before it may fire."""
+
+    # --- security and tenancy (docs/SECURITY.md) ---
+    auth: str = "auto"
+    """``auto`` (on whenever ``host`` is not a loopback address), ``on`` or ``off``."""
+
+    api_key: str | None = None
+    """The CLI's credential (``COLDBREW_API_KEY``), sent as a bearer token. Never read by the
+    server."""
+
+    jwt_secret: str | None = None
+    """HMAC secret for HS256 bearer tokens."""
+
+    jwt_jwks_file: Path | None = None
+    """JWKS file with the public keys of RS256/ES256 bearer tokens."""
+
+    jwt_issuer: str | None = None
+    """When set, tokens must carry this ``iss``."""
+
+    jwt_audience: str | None = None
+    """When set, tokens must carry this ``aud``."""
+
+    jwt_role_claim: str = "role"
+    """Claim holding the coldbrew role (admin, deployer, invoker, viewer)."""
+
+    jwt_functions_claim: str = "functions"
+    """Claim holding the function globs (a list, or a comma-separated string)."""
+
+    redis_url: str | None = None
+    """Redis holding rate-limit and quota state shared by several gateways, e.g.
+    ``redis://127.0.0.1:6379/0``; in-process state when unset."""
+
+    trusted_proxies: list[str] = Field(default_factory=list)
+    """CIDRs of proxies whose ``X-Forwarded-For`` is believed (JSON list in the env)."""
+
+    max_request_s: float = 900.0
+    """Upper bound on any request's ``X-Coldbrew-Deadline-Ms``."""
+
+    tls_cert: Path | None = None
+    """PEM certificate (chain): with ``tls_key`` the gateway serves HTTPS/WSS."""
+
+    tls_key: Path | None = None
+    """PEM private key of ``tls_cert``."""
+
+    artifact_key: str | None = None
+    """Base64 of 32 bytes: artifacts are stored encrypted (AES-256-GCM) under this key."""
+
+    pickle_policy: str = "auto"
+    """Pickle-based models (joblib, pickle) run code when loaded: ``refuse`` them unless the
+    deploy marks them trusted, ``allow`` them, or ``auto``: refuse when auth is on."""
+
+    def pickle_allowed(self) -> bool:
+        """Whether untrusted pickle-based models may be deployed."""
+        if self.pickle_policy in ("allow", "refuse"):
+            return self.pickle_policy == "allow"
+        return not self.auth_enabled()
+
+    def auth_enabled(self) -> bool:
+        if self.auth in ("on", "off"):
+            return self.auth == "on"
+        from coldbrew.security.network import is_loopback_host
+
+        return not is_loopback_host(self.host)
 
     def registry_url(self) -> str:
         if self.database_url:

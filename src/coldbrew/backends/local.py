@@ -24,6 +24,7 @@ from coldbrew.backends.base import InstanceSpec, SpawnedInstance
 from coldbrew.backends.memory import CgroupMemoryLimiter, unique_memory_bytes
 from coldbrew.errors import ColdbrewError
 from coldbrew.runtime import messages as m
+from coldbrew.runtime.cgroups import ROOT_VARIABLE
 from coldbrew.runtime.template import MAX_PACKET
 from coldbrew.settings import Settings
 
@@ -60,8 +61,8 @@ class ForkServer:
         self.pid = pid
         self.lock = threading.Lock()
 
-    def request(self, message: m.Spawn | m.SpawnTemplate, fd: int) -> int:
-        """Blocking: send the request with ``fd`` attached and wait for the fork's pid."""
+    def request(self, message: m.Spawn | m.SpawnTemplate, fd: int) -> m.Spawned:
+        """Blocking: send the request with ``fd`` attached and wait for the fork's answer."""
         with self.lock:
             socket.send_fds(self.control, [m.encode_packet(message)], [fd])
             data = self.control.recv(MAX_PACKET)
@@ -69,7 +70,7 @@ class ForkServer:
             raise BackendError("the template server has gone away")
         reply = m.decode_control(data)
         if isinstance(reply, m.Spawned):
-            return reply.pid
+            return reply
         why = reply.message if isinstance(reply, m.SpawnFailed) else "unexpected reply"
         raise BackendError(f"the template could not fork: {why}")
 
@@ -98,7 +99,10 @@ def await_template_ready(control: socket.socket, timeout_s: float) -> m.Template
 class TemplateServer:
     """The runtime template: a ``python -m coldbrew.runtime.template`` child of the gateway."""
 
-    def __init__(self, preload: list[str], log_path: Path) -> None:
+    def __init__(
+        self, preload: list[str], log_path: Path, extra_env: dict[str, str] | None = None
+    ) -> None:
+        self.extra_env = extra_env or {}
         self.preload = preload
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
@@ -110,6 +114,7 @@ class TemplateServer:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = base_environment()
         env["COLDBREW_PRELOAD"] = json.dumps(self.preload)
+        env.update(self.extra_env)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log_file:
             self.process = subprocess.Popen(
@@ -133,7 +138,7 @@ class TemplateServer:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def request(self, message: m.Spawn | m.SpawnTemplate, fd: int) -> int:
+    def request(self, message: m.Spawn | m.SpawnTemplate, fd: int) -> m.Spawned:
         with self.lock:
             if not self.alive() or self.server is None:
                 self.stop()
@@ -166,6 +171,8 @@ class LocalBackend:
         self.pids: dict[str, int] = {}
         self.limits_mb: dict[str, int] = {}
         self.over_memory: set[str] = set()
+        self.groups: dict[str, str | None] = {}
+        """Each live instance's memory cgroup (None: sampled instead)."""
         self.version_templates: dict[str, ForkServer] = {}
         self._sampler: asyncio.Task[None] | None = None
 
@@ -175,8 +182,11 @@ class LocalBackend:
             self.cgroups = CgroupMemoryLimiter.create()
             if self.cgroups is None and mode == "cgroup":
                 raise BackendError("memory_enforcement=cgroup but no memory cgroup can be made")
+        if self.cgroups is not None:
+            self.template.extra_env[ROOT_VARIABLE] = str(self.cgroups.root)
+        self.template.extra_env["COLDBREW_SPARES"] = "1" if self.settings.spares else "0"
         await asyncio.to_thread(self.template.start)
-        if self.cgroups is None and mode != "off":
+        if mode != "off":
             self._sampler = asyncio.create_task(self._sample_memory())
         enforcement = "cgroup" if self.cgroups else ("off" if mode == "off" else "rss")
         log.info("local backend ready (memory enforcement: %s)", enforcement)
@@ -203,7 +213,7 @@ class LocalBackend:
                 "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{spec.function_name}",
                 "AWS_LAMBDA_LOG_STREAM_NAME": f"[{spec.version}]{spec.instance_id}",
                 "AWS_REGION": "us-east-1",
-            "AWS_EXECUTION_ENV": "AWS_Lambda_python3.11",
+                "AWS_EXECUTION_ENV": "AWS_Lambda_python3.11",
                 "AWS_DEFAULT_REGION": "us-east-1",
                 "LAMBDA_TASK_ROOT": spec.bundle_dir,
                 "_HANDLER": str(spec.config.get("handler", "")),
@@ -213,7 +223,7 @@ class LocalBackend:
         env.update(spec.environment)
         return env
 
-    def _spawn_message(self, spec: InstanceSpec, cgroup_procs: str | None) -> m.Spawn:
+    def _spawn_message(self, spec: InstanceSpec) -> m.Spawn:
         work_dir = self.settings.run_dir / "instances" / spec.instance_id
         log_path = self.settings.logs_dir / "functions" / f"{spec.function_name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -226,30 +236,26 @@ class LocalBackend:
             environment=self.instance_environment(spec, work_dir),
             work_dir=str(work_dir),
             log_path=str(log_path),
-            cgroup_procs=cgroup_procs,
             run_validation=spec.run_validation,
         )
 
     async def spawn(self, spec: InstanceSpec) -> SpawnedInstance:
-        cgroup_procs = (
-            self.cgroups.prepare(spec.instance_id, spec.memory_mb) if self.cgroups else None
-        )
-        spawn = self._spawn_message(spec, cgroup_procs)
+        spawn = self._spawn_message(spec)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            pid = await asyncio.to_thread(self._fork, spec.template_key, spawn, theirs.fileno())
+            reply = await asyncio.to_thread(self._fork, spec.template_key, spawn, theirs.fileno())
         except BaseException:
             ours.close()
-            self.release(spec.instance_id)
             raise
         finally:
             theirs.close()
-        self.pids[spec.instance_id] = pid
+        self.pids[spec.instance_id] = reply.pid
+        self.groups[spec.instance_id] = reply.cgroup
         self.limits_mb[spec.instance_id] = spec.memory_mb
         reader, writer = await asyncio.open_unix_connection(sock=ours, limit=m.MAX_FRAME)
-        return SpawnedInstance(spec.instance_id, pid, reader, writer)
+        return SpawnedInstance(spec.instance_id, reply.pid, reader, writer)
 
-    def _fork(self, template_key: str | None, spawn: m.Spawn, fd: int) -> int:
+    def _fork(self, template_key: str | None, spawn: m.Spawn, fd: int) -> m.Spawned:
         """Fork from the version's template when there is one, else from the runtime template."""
         server = self.version_templates.get(template_key) if template_key else None
         if server is not None:
@@ -265,11 +271,9 @@ class LocalBackend:
         if key in self.version_templates:
             return 0.0
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        request = m.SpawnTemplate(
-            template_id=spec.instance_id, version=self._spawn_message(spec, None)
-        )
+        request = m.SpawnTemplate(template_id=spec.instance_id, version=self._spawn_message(spec))
         try:
-            pid = await asyncio.to_thread(self.template.request, request, theirs.fileno())
+            pid = (await asyncio.to_thread(self.template.request, request, theirs.fileno())).pid
             theirs.close()
             ready = await asyncio.to_thread(await_template_ready, ours, 120)
         except BaseException:
@@ -285,6 +289,8 @@ class LocalBackend:
         if server is not None:
             server.close()
             log.info("version template for %s stopped", key)
+            if self.cgroups:
+                self.cgroups.sweep()  # its spare's group, once the spare has gone
 
     def has_version_template(self, key: str) -> bool:
         return key in self.version_templates
@@ -298,14 +304,16 @@ class LocalBackend:
     def exceeded_memory(self, instance_id: str) -> bool:
         if instance_id in self.over_memory:
             return True
-        return bool(self.cgroups and self.cgroups.oom_killed(instance_id))
+        group = self.groups.get(instance_id)
+        return bool(self.cgroups and group and self.cgroups.oom_killed(group))
 
     def release(self, instance_id: str) -> None:
         self.pids.pop(instance_id, None)
         self.limits_mb.pop(instance_id, None)
         self.over_memory.discard(instance_id)
-        if self.cgroups:
-            self.cgroups.release(instance_id)
+        group = self.groups.pop(instance_id, None)
+        if self.cgroups and group:
+            self.cgroups.release(group)
         work_dir = self.settings.run_dir / "instances" / instance_id
         if work_dir.is_dir():
             import shutil
@@ -317,6 +325,8 @@ class LocalBackend:
         while True:
             await asyncio.sleep(0.1)
             for instance_id, pid in list(self.pids.items()):
+                if self.groups.get(instance_id):
+                    continue  # the kernel enforces this one
                 limit = self.limits_mb.get(instance_id)
                 used = await asyncio.to_thread(unique_memory_bytes, pid)
                 if limit and used is not None and used > limit << 20:

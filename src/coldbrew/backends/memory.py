@@ -31,7 +31,10 @@ def _own_memory_cgroup() -> Path | None:
 
 
 class CgroupMemoryLimiter:
-    """One cgroup v1 memory group per instance, under ``<our group>/coldbrew-<pid>``."""
+    """One cgroup v1 memory group per instance, under ``<our group>/coldbrew-<pid>``.
+
+    The gateway only makes the root; each forked process makes and joins its own group (see
+    ``runtime/cgroups.py``), so no migration is ever on the gateway's clock."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -41,6 +44,7 @@ class CgroupMemoryLimiter:
         own = _own_memory_cgroup()
         if own is None or not own.is_dir():
             return None
+        _remove_stale_roots(own)
         root = own / f"coldbrew-{os.getpid()}"
         try:
             root.mkdir(exist_ok=True)
@@ -54,28 +58,25 @@ class CgroupMemoryLimiter:
             return None
         return cls(root)
 
-    def prepare(self, instance_id: str, memory_mb: int) -> str:
-        """Make the instance's group; returns the ``cgroup.procs`` path its process joins."""
-        group = self.root / instance_id
-        group.mkdir(exist_ok=True)
-        limit = str(memory_mb << 20)
-        (group / "memory.limit_in_bytes").write_text(limit)
-        # Without this the limit could be dodged by swapping (where swap accounting exists).
-        with contextlib.suppress(OSError):
-            (group / "memory.memsw.limit_in_bytes").write_text(limit)
-        return str(group / "cgroup.procs")
-
-    def oom_killed(self, instance_id: str) -> bool:
+    def oom_killed(self, group: str) -> bool:
         try:
-            text = (self.root / instance_id / "memory.oom_control").read_text()
+            text = (Path(group) / "memory.oom_control").read_text()
         except OSError:
             return False
         fields = dict(line.split() for line in text.splitlines() if line.strip())
         return int(fields.get("oom_kill", "0")) > 0
 
-    def release(self, instance_id: str) -> None:
+    def release(self, group: str) -> None:
         with contextlib.suppress(OSError):
-            (self.root / instance_id).rmdir()
+            Path(group).rmdir()
+
+    def sweep(self) -> None:
+        """Remove groups no process is in any more (spares of stopped templates)."""
+        for group in self.root.iterdir():
+            if group.is_dir():
+                with contextlib.suppress(OSError):
+                    if not (group / "cgroup.procs").read_text().strip():
+                        group.rmdir()
 
     def close(self) -> None:
         for group in self.root.glob("*"):
@@ -84,6 +85,18 @@ class CgroupMemoryLimiter:
                     group.rmdir()
         with contextlib.suppress(OSError):
             self.root.rmdir()
+
+
+def _remove_stale_roots(own: Path) -> None:
+    """Groups left by gateways that were killed without cleaning up (their pid is gone)."""
+    for stale in own.glob("coldbrew-*"):
+        pid = stale.name.removeprefix("coldbrew-")
+        if not pid.isdigit() or psutil.pid_exists(int(pid)):
+            continue
+        for group in [*stale.iterdir(), stale]:
+            if group.is_dir():
+                with contextlib.suppress(OSError):
+                    group.rmdir()
 
 
 def unique_memory_bytes(pid: int) -> int | None:

@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from coldbrew.runtime import cgroups
 from coldbrew.runtime import messages as m
 from coldbrew.runtime.config import BUILTIN_MODEL_HANDLER, FunctionConfig
 from coldbrew.runtime.context import (
@@ -127,23 +128,30 @@ class LoadedVersion:
         return handler
 
     def warm_up(self) -> None:
-        """One prediction on a row of zeros, in a version template before it forks.
+        """One invocation of a row of zeros, in a version template before it forks.
 
-        The first prediction of a freshly loaded model pays for lazy imports and first-touch
-        set-up (tens of milliseconds for a scikit-learn forest); paid once here, every fork
-        starts hot. OpenMP is held to one thread, so no thread pool exists at fork time."""
+        The first call of a freshly loaded model pays for lazy imports and first-touch set-up
+        (tens of milliseconds for a scikit-learn forest); paid once here, every fork starts
+        hot. Only the built-in model handler is warmed (user handlers may have side effects),
+        and OpenMP is held to one thread, so no thread pool exists at fork time."""
         n_features = getattr(self.model, "n_features", None)
+        if self.batch_handler is None or self.config.handler != BUILTIN_MODEL_HANDLER:
+            return
         if self.model is None or not n_features:
             return
-        import numpy as np
-
         from coldbrew.runtime.loaders import one_openmp_thread
 
-        try:
-            with one_openmp_thread():
-                self.model.predict(np.zeros((1, n_features)))
-        except Exception as exc:  # a model that rejects zeros just starts cold
-            print(f"coldbrew: warm-up prediction failed: {exc}", file=sys.stderr)
+        row = orjson.dumps({"instances": [[0.0] * n_features]})
+        item = m.BatchItem(
+            request_id="warm-up",
+            payload=row,
+            deadline_ms=2**62,
+            invoked_function_arn=function_arn(self.spawn.function_name),
+        )
+        with one_openmp_thread():
+            result = self.invoke_batch(m.InvokeBatch(id=0, items=[item]))
+        if result.results[0].error is not None:
+            print(f"coldbrew: warm-up failed: {result.results[0].error.message}", file=sys.stderr)
 
     def for_instance(self, spawn: m.Spawn) -> LoadedVersion:
         """This already-loaded version, as seen by one forked instance (its own id and env)."""
@@ -364,14 +372,17 @@ def enter_environment(spawn: m.Spawn) -> None:
     os.chdir(spawn.bundle_dir)
 
 
-def prepare_process(spawn: m.Spawn) -> None:
+def prepare_process(spawn: m.Spawn, join_cgroup: bool = True) -> None:
     """Isolate the freshly forked child: own session, cgroup, environment and working dir."""
     os.setsid()
-    if spawn.cgroup_procs:
+    root = cgroups.cgroup_root()
+    if join_cgroup and root is not None:
         try:
-            Path(spawn.cgroup_procs).write_text(str(os.getpid()))
+            group = cgroups.new_group(root, spawn.instance_id)
+            cgroups.set_limit(group, int(spawn.config.get("memory_mb", 512)))
+            cgroups.join(group)
         except OSError as exc:
-            print(f"coldbrew: could not join cgroup {spawn.cgroup_procs}: {exc}", file=sys.stderr)
+            print(f"coldbrew: could not join a memory cgroup: {exc}", file=sys.stderr)
     redirect_output(spawn.log_path)
     LOGS.install()
     os.makedirs(spawn.work_dir, exist_ok=True)

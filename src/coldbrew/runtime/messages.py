@@ -41,8 +41,6 @@ class Spawn(msgspec.Struct, tag="spawn", frozen=True):
     environment: dict[str, str]
     work_dir: str
     log_path: str
-    cgroup_procs: str | None = None
-    """``cgroup.procs`` file the child joins before loading anything, so its memory is limited."""
     run_validation: bool = False
     """Run the config's validation sample after loading (deploy-time checks)."""
 
@@ -65,6 +63,8 @@ class SpawnTemplate(msgspec.Struct, tag="spawn_template", frozen=True):
 class Spawned(msgspec.Struct, tag="spawned", frozen=True):
     instance_id: str
     pid: int
+    cgroup: str | None = None
+    """The memory cgroup the process is in (it made and joined it itself)."""
 
 
 class SpawnFailed(msgspec.Struct, tag="spawn_failed", frozen=True):

@@ -31,6 +31,7 @@ import time
 import traceback
 from typing import TYPE_CHECKING
 
+from coldbrew.runtime import cgroups, spares
 from coldbrew.runtime import messages as m
 
 if TYPE_CHECKING:
@@ -69,8 +70,7 @@ def fork_instance(
         return pid
     code = 0
     try:
-        _become_child(control)
-        gc.unfreeze()
+        _become_child(control)  # inherited objects stay frozen: see spares.run_spare
         from coldbrew.runtime.instance import prepare_process, run_instance
 
         prepare_process(spawn)
@@ -150,6 +150,7 @@ def _native_threads() -> int:
 
 
 def serve(control: socket.socket, preloaded: LoadedVersion | None = None) -> None:
+    spare = _spare(control, preloaded)
     while True:
         try:
             data, fds, _flags, _addr = socket.recv_fds(control, MAX_PACKET, 1)
@@ -164,15 +165,30 @@ def serve(control: socket.socket, preloaded: LoadedVersion | None = None) -> Non
             continue
         reply: m.ControlMessage
         try:
-            if isinstance(message, m.Spawn):
-                pid = fork_instance(control, message, fds[0], preloaded)
-                reply = m.Spawned(instance_id=message.instance_id, pid=pid)
-            else:
+            if isinstance(message, m.SpawnTemplate):
                 pid = fork_version_template(control, message, fds[0])
                 reply = m.Spawned(instance_id=message.template_id, pid=pid)
+            elif spare is not None and spares.hand_over(spare, message, fds[0]):
+                os.close(fds[0])
+                group = str(spare.group) if spare.group else None
+                reply = m.Spawned(instance_id=message.instance_id, pid=spare.pid, cgroup=group)
+                spare = None
+            else:
+                pid = fork_instance(control, message, fds[0], preloaded)
+                root = cgroups.cgroup_root()
+                group = str(root / message.instance_id) if root else None
+                reply = m.Spawned(instance_id=message.instance_id, pid=pid, cgroup=group)
         except OSError as exc:
             reply = m.SpawnFailed(instance_id=getattr(message, "instance_id", ""), message=str(exc))
         control.send(m.encode_packet(reply))
+        if spare is None:
+            spare = _spare(control, preloaded)  # after the reply: off the caller's clock
+
+
+def _spare(control: socket.socket, preloaded: LoadedVersion | None) -> spares.Spare | None:
+    if os.environ.get("COLDBREW_SPARES", "1") == "0":
+        return None
+    return spares.fork_spare(control, _become_child, preloaded)
 
 
 def main() -> None:
