@@ -51,6 +51,7 @@ def test_cold_starts_fork_from_version_template(
 
     first = server.invoke(name, {"instances": rows.tolist()})
     assert first.json()["predictions"] == expected
+    assert first.headers["x-coldbrew-start-source"].startswith("runtime-template")
     wait_for(lambda: any(p["version_template"] for p in pools(server, name)))
     wait_for(lambda: not any(p["instances"] for p in pools(server, name)))
 
@@ -66,7 +67,16 @@ def test_cold_starts_fork_from_version_template(
         assert np.allclose(response.json()["probabilities"], model.predict_proba(rows), atol=1e-4)  # type: ignore[attr-defined]
     cold = [r for r in responses if r.headers["x-coldbrew-cold-start"] == "true"]
     assert cold, "scale from zero must be a cold start"
-    # Forked with the model already loaded: no model load in the init phase.
+    # Forked with the model already loaded: no model load in the init phase, and where the
+    # time went is in the headers and in the function's description.
+    assert any(r.headers["x-coldbrew-start-source"].startswith("version-template") for r in cold)
+    for response in cold:
+        assert float(response.headers["x-coldbrew-fork-ms"]) >= 0
+        assert float(response.headers["x-coldbrew-queue-ms"]) >= 0
+    recent = [c for p in pools(server, name) for c in p["recent_cold_starts"]]
+    assert {"source", "fork_ms", "init_ms", "start_ms", "queue_ms", "first_invocation_ms"} <= set(
+        recent[-1]
+    )
     for response in cold:
         assert (
             float(response.headers["x-coldbrew-init-duration-ms"])

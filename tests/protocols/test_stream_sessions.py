@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import websockets
+
 from support import Server, write_bundle
 
 STREAM = """

@@ -35,6 +35,9 @@ class SpawnedInstance:
     pid: int
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
+    source: str = "runtime-template"
+    """Where the process came from: ``runtime-template`` or ``version-template``, with
+    ``+spare`` when a spare forked ahead of demand was used."""
 
 
 class Backend(Protocol):

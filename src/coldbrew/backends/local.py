@@ -243,7 +243,9 @@ class LocalBackend:
         spawn = self._spawn_message(spec)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            reply = await asyncio.to_thread(self._fork, spec.template_key, spawn, theirs.fileno())
+            reply, source = await asyncio.to_thread(
+                self._fork, spec.template_key, spawn, theirs.fileno()
+            )
         except BaseException:
             ours.close()
             raise
@@ -253,18 +255,19 @@ class LocalBackend:
         self.groups[spec.instance_id] = reply.cgroup
         self.limits_mb[spec.instance_id] = spec.memory_mb
         reader, writer = await asyncio.open_unix_connection(sock=ours, limit=m.MAX_FRAME)
-        return SpawnedInstance(spec.instance_id, reply.pid, reader, writer)
+        source += "+spare" if reply.spare else ""
+        return SpawnedInstance(spec.instance_id, reply.pid, reader, writer, source)
 
-    def _fork(self, template_key: str | None, spawn: m.Spawn, fd: int) -> m.Spawned:
+    def _fork(self, template_key: str | None, spawn: m.Spawn, fd: int) -> tuple[m.Spawned, str]:
         """Fork from the version's template when there is one, else from the runtime template."""
         server = self.version_templates.get(template_key) if template_key else None
         if server is not None:
             try:
-                return server.request(spawn, fd)
+                return server.request(spawn, fd), "version-template"
             except (BackendError, OSError):
                 log.warning("version template %s is gone; using the runtime template", template_key)
                 self.stop_version_template(template_key or "")
-        return self.template.request(spawn, fd)
+        return self.template.request(spawn, fd), "runtime-template"
 
     # --- version templates ----------------------------------------------------------------------
     async def start_version_template(self, key: str, spec: InstanceSpec) -> float:

@@ -34,6 +34,9 @@ class ItemOutcome:
     cold_start: bool
     init_ms: float | None
     batch_size: int
+    queue_ms: float = 0.0
+    start: dict[str, object] | None = None
+    first_in_batch: bool = True
 
 
 @dataclass
@@ -126,6 +129,7 @@ class Batcher:
                 waiting.future.set_exception(exc)
 
     async def _run(self, instance: Instance, cold: bool, batch: list[_Waiting]) -> None:
+        dispatched = time.monotonic()
         self.batches += 1
         self.items += len(batch)
         if self.on_batch is not None:
@@ -143,8 +147,19 @@ class Batcher:
             self.pool.release(instance)
         share = result.duration_ms / len(batch)
         init_ms = instance.init_ms if cold else None
+        start = instance.start if cold else None
         for waiting, item_result in zip(batch, result.results, strict=True):
             if not waiting.future.done():
+                queue_ms = (dispatched - waiting.enqueued) * 1000
                 waiting.future.set_result(
-                    ItemOutcome(item_result, share, cold, init_ms, len(batch))
+                    ItemOutcome(
+                        item_result,
+                        share,
+                        cold,
+                        init_ms,
+                        len(batch),
+                        queue_ms,
+                        start,
+                        first_in_batch=waiting is batch[0],
+                    )
                 )

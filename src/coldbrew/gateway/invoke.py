@@ -71,7 +71,12 @@ def outcome_headers(outcome: Outcome) -> dict[str, str]:
         "x-coldbrew-duration-ms": f"{outcome.duration_ms:.3f}",
         "x-coldbrew-billed-duration-ms": str(outcome.billed_duration_ms),
         "x-coldbrew-batch-size": str(outcome.batch_size),
+        "x-coldbrew-queue-ms": f"{outcome.queue_ms:.3f}",
     }
+    if outcome.start:
+        headers["x-coldbrew-start-source"] = str(outcome.start["source"])
+        headers["x-coldbrew-fork-ms"] = f"{outcome.start['fork_ms']:.3f}"
+        headers["x-coldbrew-start-ms"] = f"{outcome.start['start_ms']:.3f}"
     if outcome.init_ms is not None:
         headers["x-coldbrew-init-duration-ms"] = f"{outcome.init_ms:.3f}"
     return headers

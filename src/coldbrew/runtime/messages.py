@@ -65,6 +65,8 @@ class Spawned(msgspec.Struct, tag="spawned", frozen=True):
     pid: int
     cgroup: str | None = None
     """The memory cgroup the process is in (it made and joined it itself)."""
+    spare: bool = False
+    """The process was a spare, forked ahead of demand."""
 
 
 class SpawnFailed(msgspec.Struct, tag="spawn_failed", frozen=True):

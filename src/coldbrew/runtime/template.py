@@ -171,7 +171,9 @@ def serve(control: socket.socket, preloaded: LoadedVersion | None = None) -> Non
             elif spare is not None and spares.hand_over(spare, message, fds[0]):
                 os.close(fds[0])
                 group = str(spare.group) if spare.group else None
-                reply = m.Spawned(instance_id=message.instance_id, pid=spare.pid, cgroup=group)
+                reply = m.Spawned(
+                    instance_id=message.instance_id, pid=spare.pid, cgroup=group, spare=True
+                )
                 spare = None
             else:
                 pid = fork_instance(control, message, fds[0], preloaded)

@@ -49,6 +49,8 @@ class Instance:
         self.created_at = time.monotonic()
         self.last_used = self.created_at
         self.init_ms: float | None = None
+        self.start: dict[str, object] = {}
+        """How this instance started: source, fork_ms, init_ms, start_ms (see Pool._boot)."""
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending: dict[int, asyncio.Future[m.Result | m.BatchResult]] = {}
         self._streams: dict[int, asyncio.Queue[m.StreamFrame | m.StreamEnded | Exception]] = {}
@@ -79,7 +81,11 @@ class Instance:
         self.last_used = time.monotonic()
 
     # --- lifecycle ------------------------------------------------------------------------------
-    def attach(self, spawned: SpawnedInstance) -> None:
+    def attach(self, spawned: SpawnedInstance, booted: float | None = None) -> None:
+        """Take over a started process; ``booted`` is when its start was asked for."""
+        self._booted = booted if booted is not None else time.perf_counter()
+        self._forked = time.perf_counter()
+        self._source = spawned.source
         self.pid = spawned.pid
         self._writer = spawned.writer
         self._reader_task = asyncio.create_task(self._read(spawned.reader))
@@ -111,6 +117,13 @@ class Instance:
         elif isinstance(message, m.Ready):
             self.state = State.READY
             self.init_ms = message.init_ms
+            self.start = {  # before `ready` resolves: the first caller reads it
+                "source": self._source,
+                "fork_ms": round((self._forked - self._booted) * 1000, 3),
+                "init_ms": round(message.init_ms, 3),
+                "start_ms": round((time.perf_counter() - self._booted) * 1000, 3),
+                "prewarmed": self.prewarmed,
+            }
             if not self.ready.done():
                 self.ready.set_result(None)
         elif isinstance(message, m.LoadFailed):

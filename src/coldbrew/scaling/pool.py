@@ -70,6 +70,8 @@ class Pool:
         self.waiters: deque[asyncio.Future[Instance]] = deque()
         self.closed = False
         self.cold_starts = 0
+        self.recent_cold_starts: deque[dict[str, object]] = deque(maxlen=20)
+        """Where the time of the last cold starts went (GET /v1/functions/{name})."""
         self.keep_warm = version.config.min_instances
         self.provisioned_active = True
         """Whether an alias points here, so scheduled provisioned concurrency applies."""
@@ -205,6 +207,7 @@ class Pool:
             environment=dict(self.config.environment),
             template_key=self.template_key,
         )
+        booted = time.perf_counter()
         try:
             spawned = await self.backend.spawn(spec)
         except Exception as exc:
@@ -220,7 +223,7 @@ class Pool:
                 instance.ready.exception()
             self._on_exit(instance)
             return
-        instance.attach(spawned)
+        instance.attach(spawned, booted)
         try:
             await instance.ready
         except errors.ColdbrewError:
@@ -253,6 +256,19 @@ class Pool:
             self._template_task = None
         if self.closed:
             self.backend.stop_version_template(self.template_key)
+
+    def record_cold_start(
+        self, request_id: str, queue_ms: float, start: dict[str, object], first_ms: float
+    ) -> None:
+        self.recent_cold_starts.append(
+            {
+                "request_id": request_id,
+                "at": time.time(),
+                "queue_ms": round(queue_ms, 3),
+                **start,
+                "first_invocation_ms": round(first_ms, 3),
+            }
+        )
 
     def tier(self) -> str:
         """The warmest thing this version holds: instances, its version template, or only the
@@ -360,6 +376,7 @@ class Pool:
             "instances": [i.describe() for i in self.instances],
             "queued": len(self.waiters),
             "cold_starts": self.cold_starts,
+            "recent_cold_starts": list(self.recent_cold_starts),
             "version_template": self.has_template(),
             "tier": self.tier(),
             "keep_alive": self.config.keep_alive,

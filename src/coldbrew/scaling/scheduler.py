@@ -73,6 +73,11 @@ class Outcome:
     platform_error: str | None = None
     """Code of the platform failure (THROTTLED, TIMEOUT, OUT_OF_MEMORY, ...) if the invocation
     did not complete; ``error`` is then None and ``body`` empty."""
+    queue_ms: float = 0.0
+    """Time from placement until an instance slot was this invocation's (a cold start's
+    fork and load included)."""
+    start: dict[str, Any] | None = None
+    """For a cold start, where its time went: source, fork_ms, init_ms, start_ms."""
     batch_size: int = 1
     """How many invocations shared the handler call that answered this one."""
     wall_ms: float = 0.0
@@ -277,7 +282,9 @@ class Scheduler:
         config = version.config
         if config.batches() and not fields["want_logs"]:
             return await self._invoke_batched(pool, fields, qualifier)
+        placed = time.perf_counter()
         instance, cold = await pool.acquire()
+        queue_ms = (time.perf_counter() - placed) * 1000
         try:
             fields["deadline_ms"] = int(time.time() * 1000 + config.timeout_s * 1000)
             result = await instance.invoke(fields, config.timeout_s)
@@ -300,7 +307,27 @@ class Scheduler:
             memory_mb=config.memory_mb,
             logs=result.logs,
             qualifier=qualifier,
+            queue_ms=queue_ms,
+            start=self._cold_start(
+                pool, cold, fields["request_id"], queue_ms, instance.start, result.duration_ms
+            ),
         )
+
+    @staticmethod
+    def _cold_start(
+        pool: Pool,
+        cold: bool,
+        request_id: str,
+        queue_ms: float,
+        start: dict[str, Any],
+        first_ms: float,
+        record: bool = True,
+    ) -> dict[str, Any] | None:
+        if not cold or not start:
+            return None
+        if record:  # once per cold start, not once per caller of its first batch
+            pool.record_cold_start(request_id, queue_ms, start, first_ms)
+        return start
 
     async def _invoke_batched(
         self, pool: Pool, fields: dict[str, Any], qualifier: str | None
@@ -327,6 +354,16 @@ class Scheduler:
             memory_mb=config.memory_mb,
             qualifier=qualifier,
             batch_size=done.batch_size,
+            queue_ms=done.queue_ms,
+            start=self._cold_start(
+                pool,
+                done.cold_start,
+                item.request_id,
+                done.queue_ms,
+                done.start or {},
+                done.duration_ms,
+                done.first_in_batch,
+            ),
         )
 
     async def warm(self, name: str) -> None:
