@@ -9,6 +9,7 @@ under ``max_instances``, else wait in a queue of at most ``max_queue`` invocatio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -208,6 +209,11 @@ class Pool:
             template_key=self.template_key,
         )
         booted = time.perf_counter()
+        if self._template_task is not None:
+            # The version template is being built: fork from it rather than load the model once
+            # more, so this instance shares the model's memory with the others.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._template_task), START_TIMEOUT_S)
         try:
             spawned = await self.backend.spawn(spec)
         except Exception as exc:
@@ -340,8 +346,16 @@ class Pool:
         return min(stoppable, len(idle))
 
     def ensure_min_instances(self) -> None:
-        """Provisioned concurrency: keep these instances alive even with no traffic."""
+        """Provisioned concurrency: keep these instances alive even with no traffic.
+
+        Until the version template exists, one instance starts at a time: the first makes the
+        template, the others fork from it and share the model's memory."""
         while not self.closed and len(self.instances) < self.keep_warm:
+            building = self._template_task is not None or any(
+                i.state is State.STARTING for i in self.instances
+            )
+            if self.template_policy.enabled and not self.has_template() and building:
+                return  # the reaper's next tick starts the rest
             self._start_instance(prewarm=True)
 
     def due_for_warmup(self, now: float) -> list[Instance]:
