@@ -285,6 +285,18 @@ class Pool:
             return "version_template"
         return "runtime_template"
 
+    def forgettable(self) -> bool:
+        """Nothing here needs the pool object: no instances, queue, template (or one being
+        built), provisioned target or keep-alive history worth keeping."""
+        return (
+            not self.instances
+            and not self.waiters
+            and self.keep_warm == 0
+            and self._template_task is None
+            and not self.has_template()
+            and (self.keepalive is None or not self.provisioned_active)
+        )
+
     def has_template(self) -> bool:
         return self.backend.has_version_template(self.template_key)
 

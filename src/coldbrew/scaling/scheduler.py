@@ -415,13 +415,7 @@ class Scheduler:
             pool.ensure_min_instances()
             pool.release_template_if_idle(now)
             self._ping(pool, now)
-            if (
-                not pool.instances
-                and not pool.waiters
-                and pool.keep_warm == 0
-                and not pool.has_template()
-                and (pool.keepalive is None or not pool.provisioned_active)
-            ):
+            if pool.forgettable():
                 del self.pools[key]
 
     def _ping(self, pool: Pool, now: float) -> None:
