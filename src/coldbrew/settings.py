@@ -45,8 +45,11 @@ class Settings(BaseSettings):
             "numpy",
             "sklearn.ensemble",
             "sklearn.linear_model",
+            "sklearn.pipeline",
+            "sklearn.preprocessing",
             "joblib",
             "onnxruntime",
+            "onnx",  # the ONNX loader reads class labels with it: ~60 ms to import
             "xgboost",
             "skops.io",
         ]

@@ -11,6 +11,7 @@ It turns the two ways a call can fail into two exceptions the commands map to ex
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -102,9 +103,15 @@ class ColdbrewClient:
         url: str,
         transport: httpx.BaseTransport | None = None,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        api_key: str | None = None,
     ) -> None:
         self.url = url.rstrip("/")
-        self._http = httpx.Client(base_url=self.url, transport=transport, timeout=timeout)
+        # COLDBREW_API_KEY (an API key or a JWT) goes as a bearer token on every request.
+        api_key = api_key or os.environ.get("COLDBREW_API_KEY") or None
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(
+            base_url=self.url, transport=transport, timeout=timeout, headers=headers
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -130,6 +137,10 @@ class ColdbrewClient:
             raise error_from_response(response)
         return response.json()
 
+    def request_json(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Any endpoint, decoded (keys, audit and other admin endpoints)."""
+        return self._json(method, path, **kwargs)
+
     def health(self) -> dict[str, Any]:
         return self._json("GET", "/healthz")
 
@@ -140,10 +151,13 @@ class ColdbrewClient:
         data: IO[bytes],
         description: str | None = None,
         on_progress: Callable[[int], None] | None = None,
+        trusted: bool = False,
     ) -> dict[str, Any]:
         """Upload ``data`` as multipart; the ``created`` flag of the answer tells new from
-        unchanged (201 vs 200)."""
+        unchanged (201 vs 200). ``trusted`` allows a pickle-based model (docs/SECURITY.md)."""
         fields = {"name": name}
+        if trusted:
+            fields["trusted"] = "true"
         if description:
             fields["description"] = description
         stream: Any = _ProgressReader(data, on_progress) if on_progress else data

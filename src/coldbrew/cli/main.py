@@ -117,6 +117,12 @@ def quickstart(
     # Keep the welcome readable: the server's info logs are for `coldbrew serve`.
     level = None if "COLDBREW_LOG_LEVEL" in os.environ else "warning"
     settings = settings_with(host, port, home, log_level=level)
+    if settings.auth_enabled() and not os.environ.get("COLDBREW_API_KEY"):
+        from coldbrew.cli.security import create_local_key
+
+        _, token = create_local_key(settings, {"role": "admin", "name": "quickstart"})
+        os.environ["COLDBREW_API_KEY"] = token  # the quickstart's own client uses it
+        _out().print(f"auth is on: admin key (shown once): {token}", markup=False)
     try:
         code = run_quickstart(settings, _out())
     except PortInUse as exc:
@@ -136,6 +142,10 @@ def deploy(
         str | None, typer.Option("--name", "-n", help="Function name (default: from PATH).")
     ] = None,
     description: Annotated[str | None, typer.Option("--description", "-d")] = None,
+    trust: Annotated[
+        bool,
+        typer.Option("--trust", help="Allow a pickle-based model (joblib/pickle): it runs code."),
+    ] = False,
     url: UrlOption = None,
 ) -> None:
     """Deploy a model file, a bundle folder or a bundle archive as a new version."""
@@ -145,7 +155,7 @@ def deploy(
     except PackagingError as exc:
         raise fail(f"error: {exc}") from None
     with connect(url) as client, upload.data, _upload_progress(upload.size) as advance:
-        answer = client.deploy(name, upload.filename, upload.data, description, advance)
+        answer = client.deploy(name, upload.filename, upload.data, description, advance, trust)
     sha = render.short_sha(answer["content_sha256"])
     if answer.get("created", True):
         init = answer.get("init_ms")
@@ -404,6 +414,10 @@ def simulate(
 
 
 from coldbrew.cli import observe as _observe  # noqa: E402  (it imports helpers from here)
+from coldbrew.cli import security as _security  # noqa: E402
+
+app.add_typer(_security.keys_app, name="keys")
+app.command()(_security.audit)
 
 app.command()(_observe.logs)
 app.command()(_observe.alerts)

@@ -27,6 +27,7 @@ from coldbrew.runtime.config import (
 )
 from coldbrew.scaling.instance import Instance
 from coldbrew.scaling.scheduler import Scheduler
+from coldbrew.security.artifacts import check_model_trust
 from coldbrew.store import ArtifactStore, content_hash, store_folder
 
 log = logging.getLogger("coldbrew.deploy")
@@ -77,18 +78,36 @@ def check_bundle(bundle: Path, config: FunctionConfig) -> None:
 
 class DeployService:
     def __init__(
-        self, registry: Registry, store: ArtifactStore, backend: Backend, scheduler: Scheduler
+        self,
+        registry: Registry,
+        store: ArtifactStore,
+        backend: Backend,
+        scheduler: Scheduler,
+        allow_pickle: bool = True,
     ) -> None:
+        self.allow_pickle = allow_pickle
+        """Whether pickle-based models deploy without being marked trusted (docs/SECURITY.md)."""
         self.registry = registry
         self.store = store
         self.backend = backend
         self.scheduler = scheduler
 
     async def deploy(
-        self, name: str, bundle: Path, model_file: str | None = None, description: str = ""
+        self,
+        name: str,
+        bundle: Path,
+        model_file: str | None = None,
+        description: str = "",
+        trusted: bool = False,
     ) -> DeployResult:
         config = config_for_model_file(model_file) if model_file else load_config(bundle)
+        if trusted:
+            config = config.model_copy(update={"trust_pickle": True})
         check_bundle(bundle, config)
+        if config.model is not None:
+            trust = bool(config.trust_pickle) or self.allow_pickle
+            fmt = config.resolved_model_format()
+            await asyncio.to_thread(check_model_trust, bundle / config.model, fmt, trust)
         init_ms = await self.trial_load(name, bundle, config)
         config_json = config.to_json_dict()
         manifest = await asyncio.to_thread(store_folder, self.store, bundle)

@@ -12,9 +12,19 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from coldbrew import __version__
-from coldbrew.gateway import functions, invoke, lambda_api, observe_routes, oip, stream, websocket
+from coldbrew.gateway import (
+    functions,
+    invoke,
+    lambda_api,
+    observe_routes,
+    oip,
+    security_routes,
+    stream,
+    websocket,
+)
 from coldbrew.gateway.apigateway import admin as apigw_admin
 from coldbrew.gateway.apigateway import handler as apigw_handler
+from coldbrew.gateway.auth import SecurityMiddleware
 from coldbrew.gateway.errors import EXCEPTION_HANDLERS, json_response
 from coldbrew.gateway.fastpath import InvokeFastPath
 from coldbrew.jobs.events import EventRunner
@@ -45,6 +55,7 @@ def routes() -> list[BaseRoute]:
         Route("/2015-03-31/functions/", lambda_api.list_functions, methods=["GET"]),
         Route("/2015-03-31/functions/{function}", lambda_api.get_function, methods=["GET"]),
         Route("/2015-03-31/functions/{function}/invocations", lambda_api.invoke, methods=["POST"]),
+        *security_routes.routes(),
         *observe_routes.routes(),
         *oip.routes(),
         *websocket.routes(),
@@ -70,7 +81,8 @@ def create_app(settings: Settings, platform: Platform | None = None) -> Starlett
     app = Starlette(
         routes=routes(),
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        middleware=[Middleware(InvokeFastPath)],
+        # Security first: nothing, not even the fast path, runs before a request is let in.
+        middleware=[Middleware(SecurityMiddleware), Middleware(InvokeFastPath)],
         lifespan=lifespan,
     )
     app.state.platform = platform

@@ -20,9 +20,11 @@ from starlette.responses import Response
 
 from coldbrew import errors
 from coldbrew.deploy.unpack import unpack_upload
+from coldbrew.gateway.auth import current, note_audit
 from coldbrew.gateway.body import read_body
 from coldbrew.gateway.errors import json_response
 from coldbrew.platform import Platform
+from coldbrew.security.errors import Forbidden
 
 
 def _platform(request: Request) -> Platform:
@@ -37,10 +39,15 @@ def _jsonable(record: Any) -> dict[str, Any]:
     return data
 
 
+def _truthy(value: object) -> bool:
+    return str(value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
 async def _receive_upload(
     request: Request, platform: Platform, workdir: Path
-) -> tuple[str, str, Path, str]:
-    """Save the upload to ``workdir``; returns (name, filename, saved path, description)."""
+) -> tuple[str, str, Path, str, bool]:
+    """Save the upload to ``workdir``; returns (name, filename, saved path, description,
+    trusted)."""
     limit = platform.settings.max_bundle_bytes
     content_type = request.headers.get("content-type", "")
     saved = workdir / "upload"
@@ -56,10 +63,12 @@ async def _receive_upload(
             await asyncio.to_thread(shutil.copyfileobj, upload.file, out)
         name = str(form.get("name") or "")
         filename, description = upload.filename, str(form.get("description") or "")
+        trusted = _truthy(form.get("trusted"))
     else:
         name = request.query_params.get("name", "")
         filename = request.query_params.get("filename", "")
         description = request.query_params.get("description", "")
+        trusted = _truthy(request.query_params.get("trusted"))
         if not filename:
             raise errors.ValidationError(
                 "raw deploy needs ?filename= (e.g. bundle.tar.gz or model.onnx)"
@@ -67,25 +76,36 @@ async def _receive_upload(
         saved.write_bytes(await read_body(request, limit))
     if not name:
         raise errors.ValidationError("deploy needs a function name ('name' field or ?name=)")
-    return name, filename, saved, description
+    return name, filename, saved, description, trusted
 
 
 async def deploy(request: Request) -> Response:
     platform = _platform(request)
     workdir = Path(tempfile.mkdtemp(prefix="deploy-", dir=platform.settings.run_dir))
     try:
-        name, filename, saved, description = await _receive_upload(request, platform, workdir)
+        name, filename, saved, description, trusted = await _receive_upload(
+            request, platform, workdir
+        )
+        note_audit(request, target=name, filename=filename, trusted=trusted)
+        if not current(request).sees(name):
+            raise Forbidden(f"this key may not deploy functions named {name!r}")
         bundle, model_file = await asyncio.to_thread(
             unpack_upload, saved, filename, workdir / "bundle"
         )
-        result = await platform.deployer.deploy(name, bundle, model_file, description)
+        result = await platform.deployer.deploy(name, bundle, model_file, description, trusted)
+        note_audit(request, version=result.version, content_sha256=result.content_sha256)
     finally:
         await asyncio.to_thread(shutil.rmtree, workdir, True)
     return json_response(201 if result.created else 200, result.to_dict())
 
 
 async def list_functions(request: Request) -> Response:
-    functions = await asyncio.to_thread(_platform(request).registry.list_functions)
+    principal = current(request)
+    functions = [
+        f
+        for f in await asyncio.to_thread(_platform(request).registry.list_functions)
+        if principal.sees(f.name)
+    ]
     return json_response(
         200,
         {"functions": [{**_jsonable(f), "latest_version": f.latest_version} for f in functions]},
@@ -146,6 +166,7 @@ async def put_alias(request: Request) -> Response:
         version = int(body["version"])
     except (ValueError, KeyError, TypeError):
         raise errors.ValidationError('alias body must be {"version": <number>}') from None
+    note_audit(request, alias=alias, version=version)
     record = await asyncio.to_thread(platform.registry.set_alias, name, alias, version)
     platform.scheduler.forget(name)
     await platform.scheduler.warm(name)

@@ -6,8 +6,10 @@
 else: same headers, same status codes, and service errors in the rest-json shape botocore
 parses into ``ClientError.response["Error"]["Code"]`` (it reads ``x-amzn-ErrorType``).
 
-Requests arrive SigV4-signed; they are accepted as they are (``access_key_id`` exposes the
-caller's key id for the auth layer), and their bodies carry no Content-Type.
+Requests arrive SigV4-signed. With auth on, the whole coldbrew API key is the access key id
+(``aws_access_key_id="cb_..."``, any secret access key): the security middleware checks it as
+it checks a bearer token; the signature itself is not verified (see docs/SECURITY.md). Bodies
+carry no Content-Type.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from coldbrew import errors
+from coldbrew.gateway.auth import current
 from coldbrew.gateway.body import read_body
 from coldbrew.gateway.invoke import check_schema, parse_event, request_id_for
 from coldbrew.jobs.events import Event, EventRunner
@@ -270,7 +273,12 @@ async def list_functions(request: Request) -> Response:
         size = min(int(request.query_params.get("MaxItems") or 50), 10_000)
     except ValueError:
         return service_error(_invalid_parameter("Marker and MaxItems must be numbers"), request_id)
-    functions = await asyncio.to_thread(platform.registry.list_functions)
+    principal = current(request)
+    functions = [
+        f
+        for f in await asyncio.to_thread(platform.registry.list_functions)
+        if principal.sees(f.name)
+    ]
     page = functions[start : start + size]
     configs = []
     for function in page:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import uvicorn
 
+from coldbrew import errors
 from coldbrew.gateway.app import create_app
 from coldbrew.settings import Settings
 
@@ -12,6 +15,15 @@ def configure_logging(level: str, fmt: str = "text") -> None:
     from coldbrew.observe.logs import configure
 
     configure(level, fmt)
+
+
+def tls_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's ssl options when a certificate and key are configured (HTTPS and WSS)."""
+    if settings.tls_cert is None and settings.tls_key is None:
+        return {}
+    if settings.tls_cert is None or settings.tls_key is None:
+        raise errors.ValidationError("TLS needs both COLDBREW_TLS_CERT and COLDBREW_TLS_KEY")
+    return {"ssl_certfile": str(settings.tls_cert), "ssl_keyfile": str(settings.tls_key)}
 
 
 def build_server(settings: Settings) -> uvicorn.Server:
@@ -25,6 +37,10 @@ def build_server(settings: Settings) -> uvicorn.Server:
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=10,
+        # X-Forwarded-For is judged by the security middleware (COLDBREW_TRUSTED_PROXIES);
+        # uvicorn's own handling would believe any loopback peer.
+        proxy_headers=False,
+        **tls_options(settings),
     )
     return uvicorn.Server(config)
 

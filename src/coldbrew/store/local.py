@@ -16,6 +16,7 @@ from typing import BinaryIO
 
 from coldbrew import errors
 from coldbrew.store.base import BaseArtifactStore
+from coldbrew.store.crypto import ArtifactCipher
 from coldbrew.store.errors import TamperedArtifact
 from coldbrew.store.hashing import CHUNK_SIZE, check_sha256
 
@@ -25,7 +26,9 @@ _READ_ONLY = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
 class LocalArtifactStore(BaseArtifactStore):
     """Content-addressed blobs under ``root``; safe for several processes sharing ``root``."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, cipher: ArtifactCipher | None = None) -> None:
+        self.cipher = cipher
+        """When set, blobs are written encrypted (store/crypto.py); reads handle both."""
         self.root = Path(root)
         self._blobs = self.root / "sha256"
         self._tmp = self.root / "tmp"
@@ -42,9 +45,12 @@ class LocalArtifactStore(BaseArtifactStore):
             return self._put_stream(src)
 
     def put_bytes(self, data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
         with self._temp_file() as (tmp_path, out):
-            out.write(data)
-            digest = hashlib.sha256(data).hexdigest()
+            if self.cipher is not None:
+                self.cipher.encrypt(iter([data]), out, digest)
+            else:
+                out.write(data)
             self._commit(tmp_path, out, digest)
         return digest
 
@@ -54,7 +60,8 @@ class LocalArtifactStore(BaseArtifactStore):
     def read_bytes(self, sha256: str) -> bytes:
         path = self.path_of(sha256)
         try:
-            data = path.read_bytes()
+            with open(path, "rb") as src:
+                data = b"".join(self._plain(src, sha256))
         except FileNotFoundError:
             raise errors.NotFound(f"artifact {sha256} not found") from None
         if hashlib.sha256(data).hexdigest() != sha256:
@@ -68,7 +75,7 @@ class LocalArtifactStore(BaseArtifactStore):
         except FileNotFoundError:
             raise errors.NotFound(f"artifact {sha256} for {label!r} not found") from None
         with src, open(target, "wb") as out:
-            while chunk := src.read(CHUNK_SIZE):
+            for chunk in self._plain(src, sha256):
                 digest.update(chunk)
                 out.write(chunk)
         if digest.hexdigest() != sha256:
@@ -76,7 +83,16 @@ class LocalArtifactStore(BaseArtifactStore):
                 f"stored bytes of {label!r} do not match sha256 {sha256}", path=label, sha256=sha256
             )
 
+    def _plain(self, src: BinaryIO, sha256: str) -> Iterator[bytes]:
+        if self.cipher is not None:
+            yield from self.cipher.decrypt(src, sha256)
+            return
+        while chunk := src.read(CHUNK_SIZE):
+            yield chunk
+
     def _put_stream(self, src: BinaryIO) -> str:
+        if self.cipher is not None:
+            return self._put_encrypted(src)
         digest = hashlib.sha256()
         with self._temp_file() as (tmp_path, out):
             while chunk := src.read(CHUNK_SIZE):
@@ -84,6 +100,18 @@ class LocalArtifactStore(BaseArtifactStore):
                 out.write(chunk)
             self._commit(tmp_path, out, digest.hexdigest())
         return digest.hexdigest()
+
+    def _put_encrypted(self, src: BinaryIO) -> str:
+        """Hash the plaintext first (the blob's name), then encrypt under that name."""
+        digest = hashlib.sha256()
+        while chunk := src.read(CHUNK_SIZE):
+            digest.update(chunk)
+        sha256 = digest.hexdigest()
+        src.seek(0)
+        with self._temp_file() as (tmp_path, out):
+            self.cipher.encrypt(iter(lambda: src.read(CHUNK_SIZE), b""), out, sha256)  # type: ignore[union-attr]
+            self._commit(tmp_path, out, sha256)
+        return sha256
 
     @contextmanager
     def _temp_file(self) -> Iterator[tuple[Path, BinaryIO]]:

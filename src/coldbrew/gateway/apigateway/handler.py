@@ -11,6 +11,7 @@ from coldbrew import errors
 from coldbrew.gateway.apigateway.events import RouteContext, build_event
 from coldbrew.gateway.apigateway.responses import outcome_response
 from coldbrew.gateway.apigateway.routing import Router
+from coldbrew.gateway.auth import current
 from coldbrew.gateway.body import read_body
 from coldbrew.gateway.errors import error_response, from_exception
 from coldbrew.gateway.invoke import request_id_for
@@ -40,6 +41,12 @@ async def serve(request: Request) -> Response:
             headers={"x-request-id": request_id},
         )
     route, params = found
+    if not current(request).sees(route.function_name):  # as if the route did not exist
+        return error_response(
+            "NOT_FOUND",
+            f"no route for {request.method} {request.url.path}",
+            headers={"x-request-id": request_id},
+        )
     try:
         body = await read_body(request, platform.settings.max_payload_bytes)
         context = RouteContext(route.method, route.path, params, route.stage, request_id)

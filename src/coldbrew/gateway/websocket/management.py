@@ -5,8 +5,9 @@ endpoint_url="http://host:port/ws")`` calls it.
 binary), ``GET`` describes the connection, ``DELETE`` closes it (its $disconnect then runs).
 Errors use the AWS REST-JSON shape botocore parses: an ``x-amzn-ErrorType`` header and a
 ``{"message": ...}`` body, so clients get ``client.exceptions.GoneException`` (410) for a
-connection that is not (or no longer) open. SigV4 signatures are accepted without being
-checked: the gateway has no credentials of its own yet.
+connection that is not (or no longer) open. With auth on, the caller needs invoke permission on
+the connection's function (the API key as bearer token or as the SigV4 access key id; see
+docs/SECURITY.md); a connection outside its scope is Gone, like one that does not exist.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from coldbrew import errors
+from coldbrew.gateway.auth import current
 from coldbrew.gateway.body import read_body
+from coldbrew.gateway.invoke import split_qualifier
 from coldbrew.gateway.websocket.connections import Connection, connections_for
 from coldbrew.platform import Platform
 
@@ -31,7 +34,16 @@ def aws_error(status: int, error_type: str, message: str) -> Response:
 
 
 def _connection(request: Request) -> Connection | None:
-    return connections_for(request.app).get(request.path_params["connection_id"])
+    """The open connection, if the caller may reach its function (else, as for a connection
+    that does not exist: GoneException)."""
+    connection = connections_for(request.app).get(request.path_params["connection_id"])
+    if connection is None:
+        return None
+    principal = current(request)
+    name = split_qualifier(connection.function)[0]
+    if not (principal.sees(name) and principal.can("invoke")):
+        return None
+    return connection
 
 
 def _gone(request: Request) -> Response:
