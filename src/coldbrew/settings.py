@@ -84,6 +84,11 @@ class Settings(BaseSettings):
     log_format: str = "text"
     """``json`` (one JSON object per line, for log shippers) or ``text`` (for people)."""
 
+    access_log: bool | None = None
+    """One log line per invocation. Default: on with ``log_format=json`` (for log shippers),
+    off with ``text`` (every invocation is in the meter and in /metrics anyway, and a line per
+    request costs several percent of throughput)."""
+
     price_table: str = "aws-x86"
     """Prices the meter bills with: ``aws-x86``, ``aws-arm64`` or ``custom``."""
 

@@ -91,3 +91,30 @@ def test_template_goes_with_the_function(server: Server, models: dict) -> None:
     wait_for(lambda: any(p["version_template"] for p in pools(server, "tpl-doomed")))
     assert server.client.delete("/v1/functions/tpl-doomed").status_code == 200
     assert server.invoke("tpl-doomed", {}).status_code == 404
+
+
+def test_forks_of_version_templates_are_memory_limited(server: Server, models: dict) -> None:
+    """Version templates replace their environment with the function's; their forks must still
+    find the memory cgroup root and join a group of their own, limited to memory_mb."""
+    if not any("coldbrew-" in p.name for p in Path("/sys/fs/cgroup/memory").rglob("coldbrew-*")):
+        pytest.skip("no memory cgroups on this machine (memory is sampled instead)")
+    path, _ = models["onnx"]
+    bundle = path.parent / "limited"
+    bundle.mkdir(exist_ok=True)
+    (bundle / path.name).write_bytes(path.read_bytes())
+    (bundle / "coldbrew.toml").write_text(
+        f'model = "{path.name}"\nmemory_mb = 300\nidle_timeout_s = 0.3\n'
+    )
+    assert server.deploy_folder("tpl-limited", bundle).status_code == 201
+    row = {"instances": IRIS.data[:1].tolist()}
+    assert server.invoke("tpl-limited", row).status_code == 200
+    wait_for(lambda: any(p["version_template"] for p in pools(server, "tpl-limited")))
+    wait_for(lambda: not any(p["instances"] for p in pools(server, "tpl-limited")))
+    response = server.invoke("tpl-limited", row)
+    assert response.headers["x-coldbrew-start-source"].startswith("version-template")
+    [instance] = server.instances("tpl-limited")
+    membership = Path(f"/proc/{instance['pid']}/cgroup").read_text()
+    memory_line = next(line for line in membership.splitlines() if ":memory:" in line)
+    group = Path("/sys/fs/cgroup/memory") / memory_line.split(":", 2)[2].lstrip("/")
+    assert "coldbrew-" in str(group)
+    assert int((group / "memory.limit_in_bytes").read_text()) == 300 << 20

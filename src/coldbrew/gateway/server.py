@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import uvicorn
@@ -28,6 +29,12 @@ def tls_options(settings: Settings) -> dict[str, Any]:
 
 def build_server(settings: Settings) -> uvicorn.Server:
     configure_logging(settings.log_level, settings.log_format)
+    access = (
+        settings.access_log if settings.access_log is not None else (settings.log_format == "json")
+    )
+    if not access:
+        # Below INFO's reach: access_log() returns before formatting anything.
+        logging.getLogger("coldbrew.access").setLevel(logging.WARNING)
     app = create_app(settings)
     config = uvicorn.Config(
         app,

@@ -14,9 +14,19 @@ from pathlib import Path
 ROOT_VARIABLE = "COLDBREW_CGROUP_ROOT"
 
 
-def cgroup_root() -> Path | None:
+_root: Path | None = None
+
+
+def remember_root() -> None:
+    """Read the root once, in the runtime template: version templates replace their whole
+    environment with the function's, but keep this module's memory across the fork."""
+    global _root
     root = os.environ.get(ROOT_VARIABLE)
-    return Path(root) if root else None
+    _root = Path(root) if root else None
+
+
+def cgroup_root() -> Path | None:
+    return _root
 
 
 def new_group(root: Path, name: str | None = None) -> Path:

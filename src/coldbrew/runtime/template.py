@@ -195,6 +195,7 @@ def _spare(control: socket.socket, preloaded: LoadedVersion | None) -> spares.Sp
 
 def main() -> None:
     control = socket.socket(fileno=int(sys.argv[1]))
+    cgroups.remember_root()
     started = time.perf_counter()
     # The instance code itself is imported here too: pydantic builds its models at import time,
     # which would otherwise cost every cold start tens of milliseconds.
