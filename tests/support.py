@@ -76,6 +76,10 @@ class Server:
         raise RuntimeError("server did not become healthy")
 
     def stop(self) -> None:
+        if self.process and self.process.poll() is not None:
+            # It died under the tests: say how, so the failure can be understood from CI logs.
+            print(f"server exited with {self.process.returncode}; last log lines:")
+            print("\n".join(self.log_path.read_text(errors="replace").splitlines()[-60:]))
         if self.process and self.process.poll() is None:
             self.process.terminate()
             try:
