@@ -62,12 +62,12 @@ from aws_lambda_powertools.event_handler import {resolver}
 
 app = {resolver}()
 
-@app.get("/pt/<name>")
+@app.get("/{prefix}/<name>")
 def hello(name: str):
     return {{"hello": name, "q": app.current_event.get_query_string_value("q"),
              "kind": type(app.current_event).__name__}}
 
-@app.post("/pt/echo")
+@app.post("/{prefix}/echo")
 def echo():
     return {{"body": app.current_event.json_body}}
 
@@ -95,8 +95,8 @@ def apigw(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Server:
     _deploy(server, base / "echo", "echo", ECHO)
     _deploy(server, base / "shaped", "shaped", SHAPED, '["GET /shaped", "1.0 GET /shaped1"]')
     _deploy(server, base / "fast", "fast", FASTAPI)
-    _deploy(server, base / "ptrest", "ptrest", POWERTOOLS.format(resolver="APIGatewayRestResolver"))
-    _deploy(server, base / "pthttp", "pthttp", POWERTOOLS.format(resolver="APIGatewayHttpResolver"))
+    _deploy(server, base / "ptrest", "ptrest", POWERTOOLS.format(resolver="APIGatewayRestResolver", prefix="ptr"))
+    _deploy(server, base / "pthttp", "pthttp", POWERTOOLS.format(resolver="APIGatewayHttpResolver", prefix="pt"))
     _route(server, "ANY /v2/{kind}/{rest+}", "echo", "2.0")
     _route(server, "ANY /v1/echo/{kind}/{rest+}", "echo", "1.0")
     _route(server, "GET /v2/exact/path", "echo:latest", "2.0")
@@ -268,6 +268,10 @@ def test_powertools_resolvers(apigw: Server) -> None:
     assert http.json() == {"hello": "ada", "q": "1", "kind": "APIGatewayProxyEventV2"}
     assert apigw.client.post("/pt/echo", json={"a": 1}).json() == {"body": {"a": 1}}
     assert apigw.client.get("/pt/a/b").status_code == 404  # the resolver's own 404
+    # The REST API resolver gets payload 1.0 events through the route added above.
+    rest = apigw.client.get("/ptr/grace?q=2")
+    assert rest.json() == {"hello": "grace", "q": "2", "kind": "APIGatewayProxyEvent"}
+    assert apigw.client.post("/ptr/echo", json={"b": 2}).json() == {"body": {"b": 2}}
 
 
 def test_route_admin_and_cli(apigw: Server) -> None:
