@@ -114,7 +114,9 @@ def wait_scaled_to_zero(server: Coldbrew, name: str, timeout_s: float = 30.0) ->
         ):
             return
         time.sleep(0.05)
-    raise RuntimeError(f"{name} did not scale to zero with a version template: {pools}")
+    raise RuntimeError(
+        f"{name} did not scale to zero with a version template: {pools}\n{server.proc.tail()}"
+    )
 
 
 def coldbrew_tiers(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import io
 import math
 import os
 import socket
@@ -148,7 +149,7 @@ class LoadedVersion:
             deadline_ms=2**62,
             invoked_function_arn=function_arn(self.spawn.function_name),
         )
-        with one_openmp_thread():
+        with one_openmp_thread(), contextlib.redirect_stdout(io.StringIO()):
             result = self.invoke_batch(m.InvokeBatch(id=0, items=[item]))
         if result.results[0].error is not None:
             print(f"coldbrew: warm-up failed: {result.results[0].error.message}", file=sys.stderr)

@@ -67,6 +67,10 @@ def run_spare(link: socket.socket, group: Path | None, preloaded: object | None)
             cgroups.join(group)  # the slow part, done before anyone waits for us
         except OSError as exc:
             print(f"coldbrew: spare could not join {group}: {exc}", file=sys.stderr)
+    if preloaded is not None:
+        # While nobody waits for us: one invocation, so the pages the first real call would
+        # copy-on-write (and its first-call set-up) are paid now, not on a caller's clock.
+        preloaded.warm_up()  # type: ignore[attr-defined]
     data, fds, _flags, _addr = socket.recv_fds(link, MAX_PACKET, 1)
     if not data or len(fds) != 1:
         return  # the template went away: so do we
