@@ -137,7 +137,14 @@ def coldbrew_tiers(
         client_ms, init_ms = invoke(server, name, model, want_cold=True)
         samples["b_client"].append(client_ms)
         samples["b_init"].append(init_ms)
-        wait_scaled_to_zero(server, name)
+        try:
+            wait_scaled_to_zero(server, name)
+        except RuntimeError as exc:
+            # Seen rarely: the version's pool was forgotten without its template. Build the
+            # template again with one more cold start, and say so, rather than lose the run.
+            print(f"  {name}: retrying the version-template wait ({str(exc).splitlines()[0]})")
+            invoke(server, name, model, want_cold=True)
+            wait_scaled_to_zero(server, name)
         client_ms, init_ms = invoke(server, name, model, want_cold=True)
         samples["c_client"].append(client_ms)
         samples["c_init"].append(init_ms)
