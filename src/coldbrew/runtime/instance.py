@@ -128,7 +128,7 @@ class LoadedVersion:
             )
         return handler
 
-    def warm_up(self) -> None:
+    def warm_up(self, model_only: bool = False) -> None:
         """One invocation of a row of zeros, in a version template before it forks.
 
         The first call of a freshly loaded model pays for lazy imports and first-touch set-up
@@ -142,6 +142,12 @@ class LoadedVersion:
             return
         from coldbrew.runtime.loaders import one_openmp_thread
 
+        if model_only:  # a spare: the model's own first-call costs, touching as little as we can
+            import numpy as np
+
+            with one_openmp_thread(), contextlib.suppress(Exception):
+                self.model.predict(np.zeros((1, n_features)))
+            return
         row = orjson.dumps({"instances": [[0.0] * n_features]})
         item = m.BatchItem(
             request_id="warm-up",

@@ -70,9 +70,10 @@ def run_spare(link: socket.socket, group: Path | None, preloaded: object | None)
     if preloaded is not None:
         # While nobody waits for us: one invocation, so the pages the first real call would
         # copy-on-write (and its first-call set-up) are paid now, not on a caller's clock.
-        preloaded.warm_up()  # type: ignore[attr-defined]
+        preloaded.warm_up(model_only=True)  # type: ignore[attr-defined]
     else:
         warm_libraries()
+    _give_back_memory()
     data, fds, _flags, _addr = socket.recv_fds(link, MAX_PACKET, 1)
     if not data or len(fds) != 1:
         return  # the template went away: so do we
@@ -106,6 +107,18 @@ def warm_libraries() -> None:
         forest.fit(rows, [0, 1] * 4).predict_proba(rows[:1])
     except Exception:  # a template without scikit-learn: nothing to warm
         pass
+
+
+def _give_back_memory() -> None:
+    """Return the warm-up's freed heap to the kernel (glibc keeps it otherwise), so an idle
+    spare or instance holds only what it still uses: N warm instances stay close to one."""
+    import contextlib
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def hand_over(spare: Spare, spawn: m.Spawn, channel_fd: int) -> bool:
