@@ -230,6 +230,10 @@ class Pool:
             self._on_exit(instance)
             return
         instance.attach(spawned, booted)
+        if self.closed or instance.killed:
+            # Stopped (function deleted, pool closed) while its process was being forked: the
+            # kill could not reach a pid that did not exist yet, so send it now.
+            instance.backend.kill(instance.id)
         try:
             await instance.ready
         except errors.ColdbrewError:
