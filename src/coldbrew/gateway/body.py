@@ -11,16 +11,16 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, or PAYLOAD_TOO_LARGE as soon as it passes ``limit`` bytes."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
+        raise too_large(limit)
     chunks = bytearray()
     async for chunk in request.stream():
         chunks += chunk
         if len(chunks) > limit:
-            raise _too_large(limit)
+            raise too_large(limit)
     return bytes(chunks)
 
 
-def _too_large(limit: int) -> errors.PayloadTooLarge:
+def too_large(limit: int) -> errors.PayloadTooLarge:
     return errors.PayloadTooLarge(
         f"request body is larger than the {limit / 1024 / 1024:g} MB limit", limit_bytes=limit
     )

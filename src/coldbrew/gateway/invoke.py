@@ -15,10 +15,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from coldbrew import errors
-from coldbrew.gateway.body import read_body
-from coldbrew.gateway.errors import error_response, from_exception
+from coldbrew.gateway.errors import error_response
 from coldbrew.gateway.proxy import looks_like_proxy, proxy_response
-from coldbrew.platform import Platform
 from coldbrew.scaling.pool import VersionInfo
 from coldbrew.scaling.scheduler import Outcome
 
@@ -31,11 +29,15 @@ def split_qualifier(target: str) -> tuple[str, str | None]:
     return name, (qualifier or None)
 
 
-def request_id_for(request: Request) -> str:
-    given = request.headers.get("x-request-id")
+def request_id_from(given: str | None) -> str:
+    """The caller's ``X-Request-Id`` when it is a sane one, else a fresh uuid4."""
     if given and REQUEST_ID_SHAPE.match(given):
         return given
     return str(uuid.uuid4())
+
+
+def request_id_for(request: Request) -> str:
+    return request_id_from(request.headers.get("x-request-id"))
 
 
 def parse_event(payload: bytes) -> Any:
@@ -105,15 +107,6 @@ def render_outcome(outcome: Outcome) -> Response:
 
 
 async def invoke(request: Request) -> Response:
-    platform: Platform = request.app.state.platform
-    request_id = request_id_for(request)
-    try:
-        name, qualifier = split_qualifier(request.path_params["name"])
-        payload = await read_body(request, platform.settings.max_payload_bytes)
-        event = parse_event(payload)
-        version = await platform.scheduler.resolve(name, qualifier)
-        check_schema(version, event)
-        outcome = await platform.scheduler.invoke(version, payload, request_id, qualifier=qualifier)
-    except errors.ColdbrewError as exc:
-        return from_exception(exc, {"x-request-id": request_id})
-    return render_outcome(outcome)
+    """Never reached for POST: ``gateway.fastpath.InvokeFastPath`` answers invocations before
+    routing. The route exists so that other methods on the path get 405 like any route."""
+    raise RuntimeError("InvokeFastPath answers POST /v1/functions/{name}/invoke")

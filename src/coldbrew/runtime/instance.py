@@ -222,8 +222,6 @@ class LoadedVersion:
             error = None
         except MemoryError as exc:
             body, error = b"", error_info(exc, code="OUT_OF_MEMORY")
-        except TypeError as exc:
-            body, error = b"", error_info(exc)
         except Exception as exc:
             body, error = b"", error_info(exc)
         if error is not None:
