@@ -290,6 +290,18 @@ class Coldbrew:
             raise RuntimeError(f"deploy of {name} failed: {response.status_code} {response.text}")
         return dict(response.json())
 
+    def invoke(self, name: str, body: bytes) -> Any:
+        response = self.client.post(
+            f"/v1/functions/{name}/invoke",
+            content=body,
+            headers={"content-type": "application/json"},
+        )
+        response.raise_for_status()
+        return response.json()
+
+    def delete(self, name: str) -> None:
+        self.client.delete(f"/v1/functions/{name}").raise_for_status()
+
     def pools(self, name: str) -> list[dict[str, Any]]:
         return list(self.client.get(f"/v1/functions/{name}").json()["pools"])
 

@@ -54,6 +54,9 @@ class Backend(Protocol):
 
     def has_version_template(self, key: str) -> bool: ...
 
+    def version_template_pid(self, key: str) -> int | None:
+        """The process id of the version template under ``key``, if it is running."""
+
     def kill(self, instance_id: str) -> None:
         """Stop the instance's process now (SIGKILL): used for timeouts and scale-down."""
 

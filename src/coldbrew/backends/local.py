@@ -298,6 +298,10 @@ class LocalBackend:
     def has_version_template(self, key: str) -> bool:
         return key in self.version_templates
 
+    def version_template_pid(self, key: str) -> int | None:
+        server = self.version_templates.get(key)
+        return server.pid if server is not None else None
+
     def kill(self, instance_id: str) -> None:
         pid = self.pids.get(instance_id)
         if pid is not None:

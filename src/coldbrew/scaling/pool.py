@@ -61,6 +61,7 @@ class Pool:
         self.template_policy = template_policy or TemplatePolicy()
         self.template_key = f"{version.key}:{version.content_sha256[:16]}"
         self._template_task: asyncio.Task[None] | None = None
+        self._template_failed = False  # provisioned instances then start without a template
         self.last_activity = time.monotonic()
         self._boots: set[asyncio.Task[None]] = set()
         self.batcher: Any = None
@@ -197,17 +198,20 @@ class Pool:
         boot.add_done_callback(self._boots.discard)
         return instance
 
-    async def _boot(self, instance: Instance) -> None:
-        spec = InstanceSpec(
-            instance_id=instance.id,
+    def _spec(self, instance_id: str, template_key: str | None) -> InstanceSpec:
+        return InstanceSpec(
+            instance_id=instance_id,
             function_name=self.version.function_name,
             version=str(self.version.number),
             bundle_dir=self.version.bundle_dir,
             config=self.config.to_json_dict(),
             memory_mb=self.config.memory_mb,
             environment=dict(self.config.environment),
-            template_key=self.template_key,
+            template_key=template_key,
         )
+
+    async def _boot(self, instance: Instance) -> None:
+        spec = self._spec(instance.id, self.template_key)
         booted = time.perf_counter()
         if self._template_task is not None:
             # The version template is being built: fork from it rather than load the model once
@@ -239,11 +243,11 @@ class Pool:
         except errors.ColdbrewError:
             return
         self._dispatch()
-        self._ensure_template(spec)
+        self._ensure_template()
 
     # --- the version template tier --------------------------------------------------------------
-    def _ensure_template(self, spec: InstanceSpec) -> None:
-        """The version loaded fine once: keep a template of it, so the next cold start forks."""
+    def _ensure_template(self) -> None:
+        """Keep a template of this version, so the next cold start forks with the model loaded."""
         if (
             not self.template_policy.enabled
             or self.closed
@@ -251,9 +255,7 @@ class Pool:
             or self.backend.has_version_template(self.template_key)
         ):
             return
-        template_spec = InstanceSpec(
-            **{**spec.__dict__, "instance_id": "tpl-" + uuid.uuid4().hex[:12], "template_key": None}
-        )
+        template_spec = self._spec("tpl-" + uuid.uuid4().hex[:12], None)
         self._template_task = asyncio.create_task(self._start_template(template_spec))
 
     async def _start_template(self, spec: InstanceSpec) -> None:
@@ -262,10 +264,13 @@ class Pool:
         except Exception as exc:
             # Instances still start from the runtime template, only slower.
             log.warning("no version template for %s: %s", self.version.key, exc)
+            self._template_failed = True
         finally:
             self._template_task = None
         if self.closed:
             self.backend.stop_version_template(self.template_key)
+        else:
+            self.ensure_min_instances()  # provisioned instances were waiting for the template
 
     def record_cold_start(
         self, request_id: str, queue_ms: float, start: dict[str, object], first_ms: float
@@ -364,14 +369,17 @@ class Pool:
     def ensure_min_instances(self) -> None:
         """Provisioned concurrency: keep these instances alive even with no traffic.
 
-        Until the version template exists, one instance starts at a time: the first makes the
-        template, the others fork from it and share the model's memory."""
+        The version template comes first: every provisioned instance forks from it and shares
+        one copy of the model, instead of the first loading a private copy of its own. If the
+        template cannot be built, instances start from the runtime template instead."""
         while not self.closed and len(self.instances) < self.keep_warm:
-            building = self._template_task is not None or any(
-                i.state is State.STARTING for i in self.instances
-            )
-            if self.template_policy.enabled and not self.has_template() and building:
-                return  # the reaper's next tick starts the rest
+            if (
+                self.template_policy.enabled
+                and not self._template_failed
+                and not self.has_template()
+            ):
+                self._ensure_template()
+                return  # the reaper's next tick starts the instances
             self._start_instance(prewarm=True)
 
     def due_for_warmup(self, now: float) -> list[Instance]:
@@ -408,6 +416,7 @@ class Pool:
             "cold_starts": self.cold_starts,
             "recent_cold_starts": list(self.recent_cold_starts),
             "version_template": self.has_template(),
+            "version_template_pid": self.backend.version_template_pid(self.template_key),
             "tier": self.tier(),
             "keep_alive": self.config.keep_alive,
             "provisioned": self.keep_warm,
