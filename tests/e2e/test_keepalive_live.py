@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from support import Server, write_bundle
@@ -98,3 +99,25 @@ def test_warmup_pings(fast_server: Server, tmp_path: Path) -> None:
     usage = fast_server.client.get("/v1/usage", params={"function": "pinged"})
     assert usage.status_code == 200
     assert "warmup-" not in usage.text
+
+
+def test_provisioned_instances_share_the_version_template(
+    fast_server: Server, tmp_path: Path
+) -> None:
+    """The version template is loaded first and every provisioned instance forks from it: none
+    keeps a private copy of the model (what keeps 4 warm instances under 2x the memory of one)."""
+    config = (
+        'handler = "handler:handler"\nmin_instances = 3\n[environment]\nPING_FILE = "/dev/null"\n'
+    )
+    bundle = write_bundle(tmp_path / "s", HANDLER, config)
+    assert fast_server.deploy_folder("shared", bundle).status_code == 201
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        pool = fast_server.client.get("/v1/functions/shared").json()["pools"][0]
+        ready = [i for i in pool["instances"] if i["state"] == "ready"]
+        if len(ready) == 3 and pool["version_template_pid"]:
+            break
+        time.sleep(0.1)
+    assert len(ready) == 3 and pool["version_template"] is True
+    template = pool["version_template_pid"]
+    assert {psutil.Process(i["pid"]).ppid() for i in ready} == {template}
