@@ -25,6 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from coldbrew import errors
+from coldbrew.runtime.forests import sequential_predict, sequential_predict_proba
 
 __all__ = ["LOADERS", "LoadedModel", "ModelLoadError", "load_model"]
 
@@ -94,6 +95,10 @@ class SklearnModel:
         # hasattr is right here: sklearn hides predict_proba (available_if) when the
         # estimator cannot produce it, e.g. SVC(probability=False) or a regressor pipeline.
         self._has_proba = hasattr(estimator, "predict_proba")
+        # Forests skip joblib's per-call machinery (same result, bit for bit: forests.py).
+        self._predict = sequential_predict(estimator) or estimator.predict
+        if self._has_proba:
+            self._predict_proba = sequential_predict_proba(estimator) or estimator.predict_proba
         classes = getattr(estimator, "classes_", None)
         self._classes = _plain(np.asarray(classes)) if classes is not None else None
         self._argmax_predicts = (
@@ -105,13 +110,13 @@ class SklearnModel:
 
     def predict(self, instances: np.ndarray) -> dict[str, list[Any]]:
         if not self._has_proba:
-            return {"predictions": _plain(np.asarray(self.estimator.predict(instances)))}
-        probabilities = np.asarray(self.estimator.predict_proba(instances))
+            return {"predictions": _plain(np.asarray(self._predict(instances)))}
+        probabilities = np.asarray(self._predict_proba(instances))
         if self._argmax_predicts:
             # Same answer as predict(), without walking every tree a second time.
             labels = np.asarray(self.estimator.classes_).take(probabilities.argmax(axis=1))
         else:
-            labels = np.asarray(self.estimator.predict(instances))
+            labels = np.asarray(self._predict(instances))
         result: dict[str, list[Any]] = {
             "predictions": _plain(labels),
             "probabilities": _plain(probabilities),
