@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import re
-import uuid
 from typing import Any
 
 import jsonschema
@@ -17,6 +16,7 @@ from starlette.responses import Response
 from coldbrew import errors
 from coldbrew.gateway.errors import error_response
 from coldbrew.gateway.proxy import looks_like_proxy, proxy_response
+from coldbrew.ids import new_request_id
 from coldbrew.scaling.pool import VersionInfo
 from coldbrew.scaling.scheduler import Outcome
 
@@ -33,7 +33,7 @@ def request_id_from(given: str | None) -> str:
     """The caller's ``X-Request-Id`` when it is a sane one, else a fresh uuid4."""
     if given and REQUEST_ID_SHAPE.match(given):
         return given
-    return str(uuid.uuid4())
+    return new_request_id()
 
 
 def request_id_for(request: Request) -> str:

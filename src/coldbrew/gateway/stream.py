@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from coldbrew import errors
 from coldbrew.gateway.invoke import split_qualifier
+from coldbrew.ids import new_request_id
 from coldbrew.platform import Platform
 from coldbrew.runtime import messages as m
 from coldbrew.runtime.context import function_arn
@@ -31,7 +31,7 @@ GRACE_S = 5.0
 
 async def stream_endpoint(websocket: WebSocket) -> None:
     platform: Platform = websocket.app.state.platform
-    request_id = str(uuid.uuid4())
+    request_id = new_request_id()
     await websocket.accept()
     try:
         name, qualifier = split_qualifier(websocket.path_params["name"])

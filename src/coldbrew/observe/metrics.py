@@ -23,6 +23,7 @@ OTHER = "_other"
 FV = ("function", "version")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+HOT_SERIES = 1024
 
 
 class LabelLimiter:
@@ -110,24 +111,38 @@ class Metrics:
         )
         self.provisioned_total_usd = 0.0
         """Provisioned-concurrency cost since start (the meter stores invocations only)."""
+        self._hot: dict[tuple[str, int | str], _Series] = {}
 
     def record(self, usage: Usage) -> None:
-        labels = self.limit.labels(usage.function, usage.version)
-        self.invocations.labels(*labels, usage.status).inc()
+        series = self._series(usage.function, usage.version)
+        series.invocations(usage.status).inc()
         if not usage.ok:
-            self.errors.labels(*labels, usage.status).inc()
+            self.errors.labels(*series.labels, usage.status).inc()
         if usage.status == "THROTTLED":
-            self.throttles.labels(*labels).inc()
+            self.throttles.labels(*series.labels).inc()
         if usage.cold_start:
-            self.cold_starts.labels(*labels).inc()
+            self.cold_starts.labels(*series.labels).inc()
             if usage.init_ms is not None:
-                self.init.labels(*labels).observe(usage.init_ms / 1000)
-        self.wall.labels(*labels).observe(usage.wall_ms / 1000)
+                self.init.labels(*series.labels).observe(usage.init_ms / 1000)
+        series.wall.observe(usage.wall_ms / 1000)
         if usage.billed_ms:
-            self.duration.labels(*labels).observe(usage.duration_ms / 1000)
-            self.billed_requests.labels(*labels).inc()
-            self.gb_seconds.labels(*labels).inc(usage.gb_seconds)
-            self.cost.labels(*labels).inc(usage.cost_usd)
+            series.duration.observe(usage.duration_ms / 1000)
+            series.billed_requests.inc()
+            series.gb_seconds.inc(usage.gb_seconds)
+            series.cost.inc(usage.cost_usd)
+
+    def _series(self, function: str, version: int | str) -> _Series:
+        """The children recorded on every invocation, per (function, version). ``labels()``
+        validates and locks on each call: looked up once, it stops costing the hot path."""
+        key = (function, version)
+        series = self._hot.get(key)
+        if series is None:
+            if len(self._hot) >= HOT_SERIES:  # many versions over time: start afresh
+                self._hot.clear()
+            labels = self.limit.labels(function, version)
+            series = _Series(labels, self)
+            self._hot[key] = series
+        return series
 
     def observe_batch(self, function: str, size: int) -> None:
         """For the batcher: one call per batch sent to an instance, with its size."""
@@ -161,3 +176,24 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _Series:
+    """One (function, version)'s children of the per-invocation counters and histograms."""
+
+    def __init__(self, labels: tuple[str, ...], metrics: Metrics) -> None:
+        self.labels = labels
+        self._metrics = metrics
+        self._invocations: dict[str, Any] = {}
+        self.wall = metrics.wall.labels(*labels)
+        self.duration = metrics.duration.labels(*labels)
+        self.billed_requests = metrics.billed_requests.labels(*labels)
+        self.gb_seconds = metrics.gb_seconds.labels(*labels)
+        self.cost = metrics.cost.labels(*labels)
+
+    def invocations(self, status: str) -> Any:
+        child = self._invocations.get(status)
+        if child is None:
+            child = self._metrics.invocations.labels(*self.labels, status)
+            self._invocations[status] = child
+        return child

@@ -19,7 +19,6 @@ import asyncio
 import base64
 import binascii
 import logging
-import uuid
 from typing import Any
 
 import orjson
@@ -37,6 +36,7 @@ from coldbrew.gateway.websocket.events import (
     disconnect_event,
     message_event,
 )
+from coldbrew.ids import new_request_id
 from coldbrew.platform import Platform
 from coldbrew.scaling.scheduler import Outcome
 
@@ -76,7 +76,7 @@ class Session:
     # --- $connect -------------------------------------------------------------------------------
     async def open(self) -> bool:
         """Run $connect; accept the socket or refuse it. True when the session is open."""
-        request_id = str(uuid.uuid4())
+        request_id = new_request_id()
         try:
             version = await self.platform.scheduler.resolve(self.name, self.qualifier)
             self.selector = RouteSelector.for_config(version.config)
@@ -129,7 +129,7 @@ class Session:
             task.add_done_callback(lambda _: slots.release())
 
     async def on_message(self, text: str | None, data: bytes | None) -> None:
-        request_id = str(uuid.uuid4())
+        request_id = new_request_id()
         size = len(text.encode()) if text is not None else len(data or b"")
         if size > self.platform.settings.max_payload_bytes:
             await self.send_error("Message too long", request_id)
@@ -158,7 +158,7 @@ class Session:
     async def close(self, code: int, reason: str) -> None:
         connections_for(self.websocket.app).remove(self.connection.id)
         self.connection.closed = True
-        request_id = str(uuid.uuid4())
+        request_id = new_request_id()
         event = disconnect_event(self.connection, request_id, self.websocket.headers, code, reason)
         try:
             await self.invoke(event, request_id)
