@@ -63,8 +63,11 @@ class InvokeFastPath:
             await from_exception(exc, {"x-request-id": request_id})(scope, receive, send)
             return
         if outcome.error is None and not looks_like_proxy(outcome.body):
-            response_headers = JSON_HEADERS + [
-                (k.encode(), v.encode()) for k, v in outcome_headers(outcome).items()
+            # A content-length: without one uvicorn falls back to chunked transfer encoding.
+            response_headers = [
+                *JSON_HEADERS,
+                (b"content-length", b"%d" % len(outcome.body)),
+                *[(k.encode(), v.encode()) for k, v in outcome_headers(outcome).items()],
             ]
             await send({"type": "http.response.start", "status": 200, "headers": response_headers})
             await send({"type": "http.response.body", "body": outcome.body})

@@ -3,10 +3,13 @@
 scikit-learn's forests predict through ``joblib.Parallel`` even with ``n_jobs=1`` (and instances
 always run single-threaded: see ``loaders._single_threaded``). For a 100-tree forest that
 machinery costs ~2.8 ms of a ~3.6 ms prediction of one row: three quarters of the time a small
-model spends per call. This module runs the same loop itself: the same input validation, each
-tree's own ``predict_proba`` / ``predict`` in the forest's order, the same float64 accumulation
-and division. With one thread, scikit-learn sums in exactly that order, so the result is equal
-bit for bit (tested against ``predict_proba`` / ``predict`` for every supported class).
+model spends per call. This module runs the same loop itself: the forest's own input validation
+(float32, feature count, fitted), then each tree's low-level ``tree_.predict`` in the forest's
+order, sliced as ``DecisionTree*.predict_proba`` / ``predict`` slice it (their per-tree checks
+repeat what the forest has just validated), and the same float64 accumulation and division. With
+one thread, scikit-learn sums in exactly that order, so the result is equal bit for bit (tested
+against ``predict_proba`` / ``predict`` for every supported class, binary and multi-class, one
+output and several).
 
 Only the exact scikit-learn classes are taken (a subclass may override ``predict``), with one
 output for classifiers; anything else keeps the estimator's own method.
@@ -33,14 +36,16 @@ def sequential_predict_proba(estimator: Any) -> Predict | None:
         return None
     if not _fitted_forest(estimator) or estimator.n_outputs_ != 1:
         return None
-    trees = list(estimator.estimators_)
+    trees = [(tree.tree_, int(tree.n_classes_)) for tree in estimator.estimators_]
     n_classes = int(estimator.n_classes_)
 
     def predict_proba(instances: Any) -> np.ndarray:
         matrix = estimator._validate_X_predict(instances)
         proba = np.zeros((matrix.shape[0], n_classes), dtype=np.float64)
-        for tree in trees:
-            proba += tree.predict_proba(matrix, check_input=False)
+        for tree, classes in trees:
+            # DecisionTreeClassifier.predict_proba(check_input=False) with one output, minus
+            # its per-tree fitted/feature checks: the forest has just validated the matrix.
+            proba += tree.predict(matrix)[:, :classes]
         proba /= len(trees)
         return proba
 
@@ -57,7 +62,7 @@ def sequential_predict(estimator: Any) -> Predict | None:
         return None
     if not _fitted_forest(estimator):
         return None
-    trees = list(estimator.estimators_)
+    trees = [tree.tree_ for tree in estimator.estimators_]
     n_outputs = int(estimator.n_outputs_)
 
     def predict(instances: Any) -> np.ndarray:
@@ -65,7 +70,9 @@ def sequential_predict(estimator: Any) -> Predict | None:
         shape = (matrix.shape[0], n_outputs) if n_outputs > 1 else (matrix.shape[0],)
         estimate = np.zeros(shape, dtype=np.float64)
         for tree in trees:
-            estimate += tree.predict(matrix, check_input=False)
+            # DecisionTreeRegressor.predict(check_input=False), minus its per-tree checks.
+            values = tree.predict(matrix)
+            estimate += values[:, 0] if n_outputs == 1 else values[:, :, 0]
         estimate /= len(trees)
         return estimate
 
