@@ -13,3 +13,12 @@ def test_request_ids_are_random_version_4_uuids() -> None:
         assert parsed.variant == uuid.RFC_4122
     # Every variant digit occurs: the two random bits beside the variant are kept.
     assert {text[19] for text in ids} == set("89ab")
+
+
+def test_request_ids_stay_unique_across_threads() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        batches = list(pool.map(lambda _: [new_request_id() for _ in range(500)], range(8)))
+    ids = [i for batch in batches for i in batch]
+    assert len(set(ids)) == len(ids) == 4000
