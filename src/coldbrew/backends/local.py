@@ -264,8 +264,12 @@ class LocalBackend:
         if server is not None:
             try:
                 return server.request(spawn, fd), "version-template"
-            except (BackendError, OSError):
-                log.warning("version template %s is gone; using the runtime template", template_key)
+            except (BackendError, OSError) as exc:
+                log.warning(
+                    "version template %s is gone (%s); using the runtime template",
+                    template_key,
+                    exc,
+                )
                 self.stop_version_template(template_key or "")
         return self.template.request(spawn, fd), "runtime-template"
 
