@@ -143,6 +143,7 @@ def coldbrew_tiers(
             # Seen rarely: the version's pool was forgotten without its template. Build the
             # template again with one more cold start, and say so, rather than lose the run.
             print(f"  {name}: retrying the version-template wait ({str(exc).splitlines()[0]})")
+            print(_why_no_template(server, name))
             invoke(server, name, model, want_cold=True)
             wait_scaled_to_zero(server, name)
         client_ms, init_ms = invoke(server, name, model, want_cold=True)
@@ -151,6 +152,14 @@ def coldbrew_tiers(
         samples["d_client"].append(invoke(server, name, model, want_cold=False)[0])
         server.client.delete(f"/v1/functions/{name}")  # no instances pile up across repeats
     return samples
+
+
+def _why_no_template(server: Coldbrew, name: str) -> str:
+    """What the server and the function's own log said about it: for the rare lost template."""
+    said = [line for line in server.proc.tail(20_000).splitlines() if name in line]
+    log = server.home / "logs" / "functions" / f"{name}.log"
+    own = log.read_text(errors="replace")[-2000:] if log.exists() else "(no function log)"
+    return "    server: " + "\n    server: ".join(said[-10:]) + "\n    function log:\n" + own
 
 
 def ray_scale_from_zero(

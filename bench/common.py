@@ -265,6 +265,7 @@ class Coldbrew:
     ) -> None:
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}"
+        self.home = home
         home.mkdir(parents=True, exist_ok=True)
         argv = [
             sys.executable,
