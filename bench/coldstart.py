@@ -140,8 +140,9 @@ def coldbrew_tiers(
         try:
             wait_scaled_to_zero(server, name)
         except RuntimeError as exc:
-            # Seen rarely: the version's pool was forgotten without its template. Build the
-            # template again with one more cold start, and say so, rather than lose the run.
+            # Seen before a fix (a batched call's pool forgotten by the reaper while it waited
+            # in the batch queue): if it ever happens again, say so and say why, and build the
+            # template with one more cold start rather than lose the run.
             print(f"  {name}: retrying the version-template wait ({str(exc).splitlines()[0]})")
             print(_why_no_template(server, name))
             invoke(server, name, model, want_cold=True)

@@ -62,6 +62,8 @@ class Pool:
         self.template_key = f"{version.key}:{version.content_sha256[:16]}"
         self._template_task: asyncio.Task[None] | None = None
         self._template_failed = False  # provisioned instances then start without a template
+        self.callers = 0
+        """Invocations placed on this pool and not finished (the scheduler counts them)."""
         self.last_activity = time.monotonic()
         self._boots: set[asyncio.Task[None]] = set()
         self.batcher: Any = None
@@ -300,6 +302,7 @@ class Pool:
         return (
             not self.instances
             and not self.waiters
+            and self.callers == 0
             and self.keep_warm == 0
             and self._template_task is None
             and not self.has_template()

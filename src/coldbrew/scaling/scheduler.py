@@ -279,6 +279,17 @@ class Scheduler:
         self, version: VersionInfo, fields: dict[str, Any], qualifier: str | None
     ) -> Outcome:
         pool = self.pool_for(version)
+        # Until this call is done the reaper must not forget the pool: a batched call waits in
+        # the batcher's queue, where the pool has no instance or waiter to show for it yet.
+        pool.callers += 1
+        try:
+            return await self._invoke_on(pool, version, fields, qualifier)
+        finally:
+            pool.callers -= 1
+
+    async def _invoke_on(
+        self, pool: Pool, version: VersionInfo, fields: dict[str, Any], qualifier: str | None
+    ) -> Outcome:
         config = version.config
         if config.batches() and not fields["want_logs"]:
             return await self._invoke_batched(pool, fields, qualifier)
