@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -106,6 +105,6 @@ def _meter_callers(observe: Observability) -> None:
 
     def add_with_caller(usage: Any) -> None:
         caller = CALLER.get()
-        add(dataclasses.replace(usage, caller=caller) if caller else usage)
+        add(usage._replace(caller=caller) if caller else usage)
 
     observe.writer.add = add_with_caller  # type: ignore[method-assign]

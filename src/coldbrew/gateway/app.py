@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -65,13 +66,23 @@ def routes() -> list[BaseRoute]:
     ]
 
 
-def create_app(settings: Settings, platform: Platform | None = None) -> Starlette:
+def create_app(
+    settings: Settings, platform: Platform | None = None, freeze_startup: bool = False
+) -> Starlette:
+    """The gateway's ASGI app. ``freeze_startup`` (for a server process of its own, not for
+    apps built inside a test process) moves what start-up built out of the collector's reach."""
     platform = platform or Platform.from_settings(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await platform.start()
         await app.state.events.start()
+        if freeze_startup:
+            # Modules, the app, engines and caches live as long as the server: frozen, they
+            # are not walked by every full collection (measured at 64 connections: GC time
+            # per run 1.4 s -> 0.35 s, and no more ~100 ms pauses in the p99).
+            gc.collect()
+            gc.freeze()
         try:
             yield
         finally:

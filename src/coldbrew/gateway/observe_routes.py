@@ -135,7 +135,7 @@ async def stats(request: Request) -> Response:
             }
         )
     total = summarize(recent)
-    all_time = summarize(observe.window.items)
+    all_time = summarize(observe.window.all())
     return json_response(
         200,
         {
@@ -163,7 +163,7 @@ async def function_logs(request: Request) -> Response:
         since = _time(q.get("since"), datetime.now(UTC))
         start = since.timestamp() if since else 0.0
         ids = {u.request_id for u in observe.window.since(start, name)}
-        oldest = observe.window.items[0].started_at if observe.window.items else time.time()
+        oldest = observe.window.oldest() or time.time()
         if start < oldest:  # older than the in-memory window: ask the meter too
             await observe.writer.flush()
             rows = await asyncio.to_thread(observe.store.records, name, since, None, 100_000)

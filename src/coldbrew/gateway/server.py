@@ -35,7 +35,7 @@ def build_server(settings: Settings) -> uvicorn.Server:
     if not access:
         # Below INFO's reach: access_log() returns before formatting anything.
         logging.getLogger("coldbrew.access").setLevel(logging.WARNING)
-    app = create_app(settings)
+    app = create_app(settings, freeze_startup=True)
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -89,7 +89,8 @@ class AlertManager:
         """Average spend per window-length over the trailing ``baseline_s`` before the window;
         None until the window holds that much history."""
         window_start = now - self.config.window_s
-        earliest = self.window.items[0].started_at if self.window.items else now
+        oldest = self.window.oldest()
+        earliest = now if oldest is None else oldest
         if earliest > window_start - self.baseline_s / 2:
             return None
         span = min(self.baseline_s, window_start - earliest)

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 
 from coldbrew.observe.usage import Usage
 
+_STARTED_AT = Usage._fields.index("started_at")
+_FUNCTION = Usage._fields.index("function")
+
 
 @dataclass(frozen=True)
 class WindowStats:
@@ -65,29 +68,46 @@ def summarize(usages: Iterable[Usage]) -> WindowStats:
 
 
 class Window:
-    """The invocations of the last ``horizon_s`` seconds (at most ``max_items``)."""
+    """The invocations of the last ``horizon_s`` seconds (at most ``max_items``).
+
+    Kept as plain tuples and turned back into :class:`Usage` when read: a plain tuple of plain
+    values drops out of the garbage collector's tracking, where 200,000 tracked objects would make
+    every full collection walk them all (pauses of ~100 ms under load). Reads are rare (alerts,
+    the dashboard); adds happen on every invocation."""
 
     def __init__(self, horizon_s: float = 3600.0, max_items: int = 200_000) -> None:
         self.horizon_s = horizon_s
-        self.items: deque[Usage] = deque(maxlen=max_items)
+        self._rows: deque[tuple[object, ...]] = deque(maxlen=max_items)
+
+    def __len__(self) -> int:
+        return len(self._rows)
 
     def add(self, usage: Usage) -> None:
-        self.items.append(usage)
+        self._rows.append(tuple(usage))
 
     def trim(self, now: float | None = None) -> None:
         cutoff = (time.time() if now is None else now) - self.horizon_s
-        while self.items and self.items[0].started_at < cutoff:
-            self.items.popleft()
+        rows = self._rows
+        while rows and rows[0][_STARTED_AT] < cutoff:  # type: ignore[operator]
+            rows.popleft()
+
+    def oldest(self) -> float | None:
+        """When the oldest invocation held was placed (Unix time), or None when empty."""
+        return self._rows[0][_STARTED_AT] if self._rows else None  # type: ignore[return-value]
+
+    def all(self) -> list[Usage]:
+        return [Usage._make(row) for row in self._rows]
 
     def since(self, start: float, function: str | None = None) -> list[Usage]:
         return [
-            u
-            for u in self.items
-            if u.started_at >= start and (function is None or u.function == function)
+            Usage._make(row)
+            for row in self._rows
+            if row[_STARTED_AT] >= start  # type: ignore[operator]
+            and (function is None or row[_FUNCTION] == function)
         ]
 
     def functions(self) -> set[str]:
-        return {u.function for u in self.items}
+        return {row[_FUNCTION] for row in self._rows}  # type: ignore[misc]
 
     def series(
         self, now: float, seconds: int, function: str | None = None
