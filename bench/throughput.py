@@ -72,29 +72,38 @@ def start_coldbrew(mode: str) -> Starter:
     return start
 
 
-def start_fastapi(ctx: Context) -> str:
-    port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "fastapi_app:app",
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-        "--workers",
-        str(ctx.workers),
-        "--log-level",
-        "warning",
-        "--no-access-log",
-    ]
-    proc = ctx.procs.start(
-        "fastapi", argv, cwd=CONTENDERS_DIR, env={"BENCH_MODEL": str(ctx.model.path)}
-    )
-    url = f"http://{HOST}:{port}/predict"
-    wait_http(url, proc, 120, "POST", ctx.model.body())
-    return url
+def start_fastapi(one_process: bool = False) -> Starter:
+    """The plain app: ``--workers`` processes like every contender, or one process, as
+    ``uvicorn app:app`` runs it by default."""
+
+    def start(ctx: Context) -> str:
+        port = free_port()
+        argv = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "fastapi_app:app",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--workers",
+            "1" if one_process else str(ctx.workers),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ]
+        proc = ctx.procs.start(
+            "fastapi-1" if one_process else "fastapi",
+            argv,
+            cwd=CONTENDERS_DIR,
+            env={"BENCH_MODEL": str(ctx.model.path)},
+        )
+        url = f"http://{HOST}:{port}/predict"
+        wait_http(url, proc, 120, "POST", ctx.model.body())
+        return url
+
+    return start
 
 
 def start_ray(batch: bool) -> Starter:
@@ -148,7 +157,8 @@ def start_bento(service: str) -> Starter:
 CONTENDERS: dict[str, tuple[str | None, str, Starter]] = {
     "coldbrew-off": (None, "coldbrew, batching off", start_coldbrew("off")),
     COLDBREW_BATCHING: (None, "coldbrew, batching auto", start_coldbrew("auto")),
-    "fastapi": ("fastapi", "FastAPI/uvicorn, in-process", start_fastapi),
+    "fastapi": ("fastapi", "FastAPI/uvicorn, in-process", start_fastapi()),
+    "fastapi-1": ("fastapi", "FastAPI/uvicorn, one process", start_fastapi(one_process=True)),
     "ray": ("ray", "Ray Serve", start_ray(False)),
     "ray-batch": ("ray", "Ray Serve @serve.batch", start_ray(True)),
     "bentoml": ("bentoml", "BentoML", start_bento("Plain")),
