@@ -9,6 +9,7 @@ import uvicorn
 
 from coldbrew import errors
 from coldbrew.gateway.app import create_app
+from coldbrew.gateway.http_protocol import CoalescingHttpToolsProtocol
 from coldbrew.settings import Settings
 
 
@@ -47,6 +48,7 @@ def build_server(settings: Settings) -> uvicorn.Server:
         # X-Forwarded-For is judged by the security middleware (COLDBREW_TRUSTED_PROXIES);
         # uvicorn's own handling would believe any loopback peer.
         proxy_headers=False,
+        http=CoalescingHttpToolsProtocol,
         **tls_options(settings),
     )
     return uvicorn.Server(config)
