@@ -147,3 +147,34 @@ def test_real_trace_hybrid_is_pareto_better(tmp_path: Path) -> None:
     assert time.perf_counter() - started < 20
     assert report.comparisons and all(c.pareto_better for c in report.comparisons)
     assert np.isclose(next(p for p in report.policies if p.name == "fixed-10").wasted_norm, 1.0)
+
+
+def test_original_dataset_layout_over_several_days(tmp_path: Path) -> None:
+    """The Azure dataset's own files (HashOwner first, a Trigger column, minutes named 1..N),
+    one per day: days are joined in order, a function missing on a day counts zero there, and
+    one function listed under two triggers is one function."""
+    header = "HashOwner,HashApp,HashFunction,Trigger,1,2,3"
+    day1 = [header, "o,a1,f1,http,1,0,2", "o,a1,f1,timer,0,1,0", "o,a2,f2,queue,0,0,5"]
+    day2 = [header, "o,a1,f1,http,3,0,0", "o,a3,f3,http,0,4,0"]
+    (tmp_path / "invocations_per_function_md.anon.d01.csv").write_text("\n".join(day1) + "\n")
+    (tmp_path / "invocations_per_function_md.anon.d02.csv").write_text("\n".join(day2) + "\n")
+    memory = "HashOwner,HashApp,SampleCount,AverageAllocatedMb\no,a1,10,300\no,a3,10,128\n"
+    (tmp_path / "app_memory_percentiles.anon.d01.csv").write_text(memory)
+    trace = load_trace(tmp_path, default_memory_mb=256.0)
+    assert trace.minutes == 6
+    by_name = {f.name: f for f in trace.functions}
+    assert by_name["f1"].counts.tolist() == [1, 1, 2, 3, 0, 0]
+    assert by_name["f2"].counts.tolist() == [0, 0, 5, 0, 0, 0]
+    assert by_name["f3"].counts.tolist() == [0, 0, 0, 0, 4, 0]
+    assert (by_name["f1"].memory_mb, by_name["f2"].memory_mb, by_name["f3"].memory_mb) == (
+        300.0,
+        256.0,
+        128.0,
+    )
+    assert trace.invocations == 16
+
+
+def test_a_file_without_function_columns_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "x_inv.csv").write_text("a,b,c\n1,2,3\n")
+    with pytest.raises(ValueError, match="HashFunction"):
+        load_trace(tmp_path)

@@ -1,9 +1,13 @@
 """Loading a trace of per-minute invocation counts (Azure Functions 2019 layout).
 
-``*_inv.csv`` holds ``HashFunction,HashApp,HashOwner,minute_1..minute_N``; ``*_mem.csv`` holds
-the allocated memory per app (``HashApp,...,AverageAllocatedMb``). Memory is optional: apps
-missing from it (or a trace folder without it) get ``default_memory_mb`` so a synthetic trace of
-counts alone can be replayed.
+Two layouts of the invocation file are read, told apart by their header: the vHive "invitro"
+samples' ``HashFunction,HashApp,HashOwner,minute_1..minute_N`` (``*_inv.csv``) and the original
+dataset's ``HashOwner,HashApp,HashFunction,Trigger,1..1440``
+(``invocations_per_function_md.anon.dNN.csv``). Several invocation files in one folder are days
+of one trace: they are joined in name order (d01, d02, ...), a function absent on a day counting
+zero invocations that day. ``*mem*.csv`` files hold the allocated memory per app
+(``HashApp,...,AverageAllocatedMb``). Memory is optional: apps missing from it (or a trace
+folder without it) get ``default_memory_mb`` so a synthetic trace of counts alone can be replayed.
 """
 
 from __future__ import annotations
@@ -38,34 +42,65 @@ class Trace:
         return int(sum(int(f.counts.sum()) for f in self.functions))
 
 
-def _single(trace_dir: Path, pattern: str) -> Path | None:
-    found = sorted(trace_dir.glob(pattern))
-    if len(found) > 1:
-        raise ValueError(f"several {pattern} files in {trace_dir}: {[p.name for p in found]}")
-    return found[0] if found else None
+def load_memory(paths: list[Path]) -> dict[str, float]:
+    """Average allocated MB per app (the first file that names an app wins)."""
+    memory: dict[str, float] = {}
+    for path in paths:
+        with path.open(newline="") as f:
+            for row in csv.DictReader(f):
+                memory.setdefault(row["HashApp"], float(row["AverageAllocatedMb"]))
+    return memory
 
 
-def load_memory(path: Path | None) -> dict[str, float]:
-    """Average allocated MB per app, or an empty mapping when there is no memory file."""
-    if path is None:
-        return {}
+def _read_day(path: Path) -> tuple[dict[str, tuple[str, np.ndarray]], int]:
+    """One invocation file: function -> (app, counts per minute), and its number of minutes."""
     with path.open(newline="") as f:
-        return {row["HashApp"]: float(row["AverageAllocatedMb"]) for row in csv.DictReader(f)}
+        reader = csv.reader(f)
+        header = next(reader)
+        try:
+            function_col, app_col = header.index("HashFunction"), header.index("HashApp")
+        except ValueError:
+            raise ValueError(f"{path.name}: no HashFunction / HashApp columns") from None
+        minute_cols = [
+            i for i, h in enumerate(header) if h.startswith("minute_") or h.strip().isdigit()
+        ]
+        if not minute_cols:
+            raise ValueError(f"{path.name}: no per-minute columns (minute_1.. or 1..1440)")
+        rows: dict[str, tuple[str, np.ndarray]] = {}
+        for row in reader:
+            counts = np.array([int(float(row[i] or 0)) for i in minute_cols], dtype=np.int64)
+            name = row[function_col]
+            if name in rows:  # the same function under two triggers: one function's traffic
+                counts = counts + rows[name][1]
+            rows[name] = (row[app_col], counts)
+    return rows, len(minute_cols)
 
 
 def load_trace(trace_dir: Path, default_memory_mb: float = DEFAULT_MEMORY_MB) -> Trace:
     """Read the invocation counts (and memory, if present) found in ``trace_dir``."""
-    inv = _single(trace_dir, "*inv*.csv")
-    if inv is None:
+    days = sorted(trace_dir.glob("*inv*.csv"))
+    if not days:
         raise FileNotFoundError(f"no *inv*.csv (invocations per minute) in {trace_dir}")
-    memory = load_memory(_single(trace_dir, "*mem*.csv"))
-    functions: list[FunctionTrace] = []
-    with inv.open(newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader)
-        minute_cols = [i for i, h in enumerate(header) if h.startswith("minute_")]
-        for row in reader:
-            counts = np.array([int(float(row[i] or 0)) for i in minute_cols], dtype=np.int64)
-            app = row[1]
-            functions.append(FunctionTrace(row[0], app, memory.get(app, default_memory_mb), counts))
-    return Trace(functions, len(minute_cols), str(trace_dir))
+    memory = load_memory(sorted(trace_dir.glob("*mem*.csv")))
+    apps: dict[str, str] = {}
+    parts: dict[str, list[np.ndarray]] = {}
+    minutes = 0
+    for day in days:
+        rows, day_minutes = _read_day(day)
+        for name, (app, counts) in rows.items():
+            apps.setdefault(name, app)
+            earlier = parts.setdefault(name, [])
+            if not earlier and minutes:
+                earlier.append(np.zeros(minutes, dtype=np.int64))  # absent on earlier days
+            earlier.append(counts)
+        for name, earlier in parts.items():
+            if name not in rows:
+                earlier.append(np.zeros(day_minutes, dtype=np.int64))  # absent today
+        minutes += day_minutes
+    functions = [
+        FunctionTrace(
+            name, apps[name], memory.get(apps[name], default_memory_mb), np.concatenate(p)
+        )
+        for name, p in parts.items()
+    ]
+    return Trace(functions, minutes, str(trace_dir))
