@@ -35,7 +35,9 @@ class InvocationRow(Base):
     __table_args__ = (Index(None, "function_name", "started_at"), Index(None, "started_at"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    request_id: Mapped[str] = mapped_column(String(128), index=True)
+    # Not indexed: nothing looks invocations up by request id, and random uuid keys made the
+    # index the costly part of every insert (migration 0005).
+    request_id: Mapped[str] = mapped_column(String(128))
     function_name: Mapped[str] = mapped_column(String(64))
     version: Mapped[int] = mapped_column(Integer)
     qualifier: Mapped[str | None] = mapped_column(String(64), nullable=True)
