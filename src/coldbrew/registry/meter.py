@@ -63,16 +63,23 @@ _SQLITE_INSERT = (
 )
 
 
-def _sqlite_value(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-    if isinstance(value, bool):
-        return int(value)
-    return value
+_DATETIME_COLUMNS = [i for i, c in enumerate(COLUMNS) if c == "started_at"]
+_BOOL_COLUMNS = [i for i, c in enumerate(COLUMNS) if c == "cold_start"]
 
 
 def _sqlite_row(row: dict[str, Any]) -> tuple[Any, ...]:
-    return tuple(_sqlite_value(row.get(column)) for column in COLUMNS)
+    """The row as SQLAlchemy's SQLite types would store it (one of these per invocation)."""
+    values = [row.get(column) for column in COLUMNS]
+    for i in _DATETIME_COLUMNS:
+        value = values[i]
+        if isinstance(value, datetime):
+            # "%Y-%m-%d %H:%M:%S.%f", as SQLAlchemy's SQLite DATETIME stores it (isoformat is
+            # twice as fast as strftime; both zero-pad the year to four digits).
+            values[i] = value.astimezone(UTC).isoformat(" ", "microseconds")[:26]
+    for i in _BOOL_COLUMNS:
+        if isinstance(values[i], bool):
+            values[i] = int(values[i])
+    return tuple(values)
 
 
 class MeterStore:
