@@ -58,14 +58,14 @@ class Reference:
         return np.asarray(self.estimator.predict(rows)).tolist()
 
 
-def make_rows(reference: Reference, count: int, seed: int) -> np.ndarray:
-    if reference.path.name == "model.joblib" and reference.width == 30:
+def make_rows(width: int, count: int, seed: int, breast_cancer: bool) -> np.ndarray:
+    """Real rows (cycled) for the default model, random ones of the right width for yours."""
+    if breast_cancer:
         from sklearn.datasets import load_breast_cancer
 
-        data = load_breast_cancer().data  # real rows for the default model, cycled
+        data = load_breast_cancer().data
         return np.asarray([data[i % len(data)] for i in range(count)], dtype=np.float64)
-    generator = np.random.default_rng(seed)
-    return generator.normal(0.0, 3.0, size=(count, reference.width))
+    return np.random.default_rng(seed).normal(0.0, 3.0, size=(count, width))
 
 
 def same(got: Any, want: Any) -> bool:
@@ -120,7 +120,7 @@ def main() -> None:
         model_path = args.model.resolve() if args.model else train_forest(work / "model").path
         trusted = args.trust or args.model is None
         reference = Reference(model_path)
-        rows = make_rows(reference, args.requests, args.seed)
+        rows = make_rows(reference.width, args.requests, args.seed, args.model is None)
         expected = reference.predictions(rows)
         server = Coldbrew(procs, work / "home")
         config = 'max_instances = 2\n[batching]\nmode = "auto"\n'

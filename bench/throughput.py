@@ -72,6 +72,21 @@ def start_coldbrew(mode: str) -> Starter:
     return start
 
 
+def start_peer(
+    ctx: Context,
+    name: str,
+    argv: list[str],
+    port: int,
+    timeout_s: float,
+    env: dict[str, str] | None = None,
+) -> str:
+    """Start a peer from ``bench/contenders/`` and wait until its /predict answers."""
+    proc = ctx.procs.start(name, argv, cwd=CONTENDERS_DIR, env=env)
+    url = f"http://{HOST}:{port}/predict"
+    wait_http(url, proc, timeout_s, "POST", ctx.model.body())
+    return url
+
+
 def start_fastapi(one_process: bool = False) -> Starter:
     """The plain app: ``--workers`` processes like every contender, or one process, as
     ``uvicorn app:app`` runs it by default."""
@@ -93,15 +108,9 @@ def start_fastapi(one_process: bool = False) -> Starter:
             "warning",
             "--no-access-log",
         ]
-        proc = ctx.procs.start(
-            "fastapi-1" if one_process else "fastapi",
-            argv,
-            cwd=CONTENDERS_DIR,
-            env={"BENCH_MODEL": str(ctx.model.path)},
-        )
-        url = f"http://{HOST}:{port}/predict"
-        wait_http(url, proc, 120, "POST", ctx.model.body())
-        return url
+        name = "fastapi-1" if one_process else "fastapi"
+        env = {"BENCH_MODEL": str(ctx.model.path)}
+        return start_peer(ctx, name, argv, port, timeout_s=120, env=env)
 
     return start
 
@@ -119,14 +128,8 @@ def start_ray(batch: bool) -> Starter:
             "--replicas",
             str(ctx.workers),
         ]
-        proc = ctx.procs.start(
-            f"ray-{'batch' if batch else 'plain'}",
-            argv + (["--batch"] if batch else []),
-            cwd=CONTENDERS_DIR,
-        )
-        url = f"http://{HOST}:{port}/predict"
-        wait_http(url, proc, 240, "POST", ctx.model.body())
-        return url
+        name = f"ray-{'batch' if batch else 'plain'}"
+        return start_peer(ctx, name, argv + (["--batch"] if batch else []), port, timeout_s=240)
 
     return start
 
@@ -136,19 +139,12 @@ def start_bento(service: str) -> Starter:
         port = free_port()
         bentoml = str(Path(sys.executable).parent / "bentoml")
         argv = [bentoml, "serve", f"bento_service:{service}", "--host", HOST, "--port", str(port)]
-        proc = ctx.procs.start(
-            f"bentoml-{service.lower()}",
-            argv,
-            cwd=CONTENDERS_DIR,
-            env={
-                "BENCH_MODEL": str(ctx.model.path),
-                "BENCH_WORKERS": str(ctx.workers),
-                "BENTOML_DO_NOT_TRACK": "true",
-            },
-        )
-        url = f"http://{HOST}:{port}/predict"
-        wait_http(url, proc, 240, "POST", ctx.model.body())
-        return url
+        env = {
+            "BENCH_MODEL": str(ctx.model.path),
+            "BENCH_WORKERS": str(ctx.workers),
+            "BENTOML_DO_NOT_TRACK": "true",
+        }
+        return start_peer(ctx, f"bentoml-{service.lower()}", argv, port, timeout_s=240, env=env)
 
     return start
 

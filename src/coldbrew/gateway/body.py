@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
 from starlette.requests import Request
 
 from coldbrew import errors
@@ -24,3 +27,11 @@ def too_large(limit: int) -> errors.PayloadTooLarge:
     return errors.PayloadTooLarge(
         f"request body is larger than the {limit / 1024 / 1024:g} MB limit", limit_bytes=limit
     )
+
+
+def parse_json(raw: bytes) -> Any:
+    """``raw`` parsed as JSON, or VALIDATION_ERROR saying why not."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise errors.ValidationError(f"request body is not valid JSON: {exc}") from None

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from coldbrew import errors
+from coldbrew.gateway.body import parse_json
 from coldbrew.gateway.errors import error_response
 from coldbrew.gateway.proxy import looks_like_proxy, proxy_response
 from coldbrew.ids import new_request_id
@@ -43,10 +44,7 @@ def request_id_for(request: Request) -> str:
 def parse_event(payload: bytes) -> Any:
     if not payload.strip():
         return {}
-    try:
-        return orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        raise errors.ValidationError(f"request body is not valid JSON: {exc}") from None
+    return parse_json(payload)
 
 
 def check_schema(version: VersionInfo, event: Any) -> None:

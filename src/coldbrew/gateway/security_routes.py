@@ -9,14 +9,13 @@ import asyncio
 import re
 from datetime import UTC, datetime, timedelta
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from coldbrew import errors
 from coldbrew.gateway.auth import note_audit
-from coldbrew.gateway.body import read_body
+from coldbrew.gateway.body import parse_json, read_body
 from coldbrew.gateway.errors import json_response
 from coldbrew.security.audit import jsonable
 from coldbrew.security.keyring import KeySpec
@@ -32,10 +31,8 @@ def _security(request: Request) -> Security:
 
 
 async def create_key(request: Request) -> Response:
-    try:
-        body = orjson.loads(await read_body(request, MAX_BODY) or b"{}")
-    except orjson.JSONDecodeError as exc:
-        raise errors.ValidationError(f"request body is not valid JSON: {exc}") from None
+    raw = await read_body(request, MAX_BODY)
+    body = parse_json(raw) if raw else {}
     if not isinstance(body, dict):
         raise errors.ValidationError("expected a JSON object with at least 'role'")
     spec = KeySpec.from_json(body)

@@ -63,22 +63,20 @@ _SQLITE_INSERT = (
 )
 
 
-_DATETIME_COLUMNS = [i for i, c in enumerate(COLUMNS) if c == "started_at"]
-_BOOL_COLUMNS = [i for i, c in enumerate(COLUMNS) if c == "cold_start"]
+_STARTED_AT = COLUMNS.index("started_at")
+_COLD_START = COLUMNS.index("cold_start")
 
 
 def _sqlite_row(row: dict[str, Any]) -> tuple[Any, ...]:
     """The row as SQLAlchemy's SQLite types would store it (one of these per invocation)."""
     values = [row.get(column) for column in COLUMNS]
-    for i in _DATETIME_COLUMNS:
-        value = values[i]
-        if isinstance(value, datetime):
-            # "%Y-%m-%d %H:%M:%S.%f", as SQLAlchemy's SQLite DATETIME stores it (isoformat is
-            # twice as fast as strftime; both zero-pad the year to four digits).
-            values[i] = value.astimezone(UTC).isoformat(" ", "microseconds")[:26]
-    for i in _BOOL_COLUMNS:
-        if isinstance(values[i], bool):
-            values[i] = int(values[i])
+    started = values[_STARTED_AT]
+    if isinstance(started, datetime):
+        # "%Y-%m-%d %H:%M:%S.%f", as SQLAlchemy's SQLite DATETIME stores it (isoformat is twice
+        # as fast as strftime; both zero-pad the year to four digits).
+        values[_STARTED_AT] = started.astimezone(UTC).isoformat(" ", "microseconds")[:26]
+    if isinstance(values[_COLD_START], bool):
+        values[_COLD_START] = int(values[_COLD_START])
     return tuple(values)
 
 

@@ -382,7 +382,7 @@ class Pool:
                 and not self.has_template()
             ):
                 self._ensure_template()
-                return  # the reaper's next tick starts the instances
+                return  # _start_template calls back here once the template is up
             self._start_instance(prewarm=True)
 
     def due_for_warmup(self, now: float) -> list[Instance]:

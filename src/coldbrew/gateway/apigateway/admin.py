@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
 from coldbrew import errors
 from coldbrew.gateway.apigateway.handler import router_for
 from coldbrew.gateway.auth import current, note_audit, require_function
-from coldbrew.gateway.body import read_body
+from coldbrew.gateway.body import parse_json, read_body
 from coldbrew.gateway.errors import json_response
 from coldbrew.gateway.invoke import split_qualifier
 
@@ -28,10 +27,8 @@ async def list_routes(request: Request) -> Response:
 async def add_route(request: Request) -> Response:
     """``{"route": "GET /items/{id}", "function": "name[:qualifier]", "payload_format": "2.0",
     "stage": "$default"}`` -> 201 with the route."""
-    try:
-        body = orjson.loads(await read_body(request, MAX_BODY) or b"null")
-    except orjson.JSONDecodeError as exc:
-        raise errors.ValidationError(f"request body is not valid JSON: {exc}") from None
+    raw = await read_body(request, MAX_BODY)
+    body = parse_json(raw) if raw else None
     if not isinstance(body, dict):
         raise errors.ValidationError("expected a JSON object with 'route' and 'function'")
     route, target = body.get("route"), body.get("function")

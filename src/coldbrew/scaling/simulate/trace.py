@@ -82,25 +82,22 @@ def load_trace(trace_dir: Path, default_memory_mb: float = DEFAULT_MEMORY_MB) ->
     if not days:
         raise FileNotFoundError(f"no *inv*.csv (invocations per minute) in {trace_dir}")
     memory = load_memory(sorted(trace_dir.glob("*mem*.csv")))
+    read = [_read_day(day) for day in days]
     apps: dict[str, str] = {}
-    parts: dict[str, list[np.ndarray]] = {}
-    minutes = 0
-    for day in days:
-        rows, day_minutes = _read_day(day)
-        for name, (app, counts) in rows.items():
+    for rows, _ in read:
+        for name, (app, _counts) in rows.items():
             apps.setdefault(name, app)
-            earlier = parts.setdefault(name, [])
-            if not earlier and minutes:
-                earlier.append(np.zeros(minutes, dtype=np.int64))  # absent on earlier days
-            earlier.append(counts)
-        for name, earlier in parts.items():
-            if name not in rows:
-                earlier.append(np.zeros(day_minutes, dtype=np.int64))  # absent today
-        minutes += day_minutes
     functions = [
         FunctionTrace(
-            name, apps[name], memory.get(apps[name], default_memory_mb), np.concatenate(p)
+            name,
+            app,
+            memory.get(app, default_memory_mb),
+            # A function absent on a day had no invocations that day.
+            np.concatenate(
+                [rows[name][1] if name in rows else np.zeros(n, np.int64) for rows, n in read]
+            ),
         )
-        for name, p in parts.items()
+        for name, app in apps.items()
     ]
+    minutes = sum(n for _, n in read)
     return Trace(functions, minutes, str(trace_dir))
