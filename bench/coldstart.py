@@ -1,7 +1,8 @@
 """The cost of a cold start, per tier of warmth, side by side in one run (issue 3).
 
 For each model (the breast-cancer forest as joblib, the digits classifier as ONNX, an XGBoost
-booster) and ``--repeats`` times each:
+booster, a small PyTorch network as TorchScript, a LightGBM booster) and ``--repeats`` times
+each:
 
   (a) toy path: a fresh ``python`` that imports the library, loads the model and predicts once;
   (b) coldbrew, runtime template: the first invocation of a freshly deployed version (a fork of
@@ -9,6 +10,9 @@ booster) and ``--repeats`` times each:
   (c) coldbrew, version template: after the instance scaled to zero (``idle_timeout_s = 0.3``)
       with the version template kept, the next invocation (a fork with the model loaded);
   (d) a warm coldbrew invocation, for reference;
+  (p) per-instance init (``init = "per-instance"``, what a version whose import opens a socket or
+      starts a thread gets): after the instance scaled to zero, the next invocation (a fork of
+      the runtime template that imports and loads the version itself);
   (e) with ``--ray``: Ray Serve's first request after its deployment scaled to zero
       (``min_replicas=0``), forest only, ``--ray-repeats`` times.
 
@@ -61,7 +65,65 @@ TOY = {
         "import numpy as np, xgboost as xgb; b = xgb.Booster(model_file=P); "
         "print(int(b.inplace_predict(np.asarray([R]))[0] >= 0.5))"
     ),
+    "torch": (
+        "import torch; torch.set_num_threads(1); m = torch.jit.load(P); "
+        "print(int(m(torch.tensor([R], dtype=torch.float32)).argmax(1)[0]))"
+    ),
+    "lightgbm": (
+        "import numpy as np, lightgbm as lgb; b = lgb.Booster(model_file=P); "
+        "print(int(b.predict(np.asarray([R]), num_threads=1)[0] >= 0.5))"
+    ),
 }
+
+
+def train_torch(out_dir: Path) -> BenchModel:
+    """A 30-64-2 softmax network on breast cancer (inputs standardised inside the network),
+    trained for 200 full-batch steps and saved as TorchScript (model.pt)."""
+    import torch
+    from sklearn.datasets import load_breast_cancer
+
+    data = load_breast_cancer()
+    x = torch.tensor(data.data, dtype=torch.float32)
+    y = torch.tensor(data.target)
+    torch.manual_seed(0)
+    scale = torch.nn.Linear(30, 30)
+    with torch.no_grad():  # a fixed standardisation: (x - mean) / std
+        scale.weight.copy_(torch.diag(1 / x.std(0)))
+        scale.bias.copy_(-x.mean(0) / x.std(0))
+    scale.requires_grad_(False)
+    net = torch.nn.Sequential(
+        scale, torch.nn.Linear(30, 64), torch.nn.ReLU(), torch.nn.Linear(64, 2)
+    )
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.01)
+    for _ in range(200):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        optimizer.step()
+    model = torch.nn.Sequential(*net, torch.nn.Softmax(dim=1)).eval()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "model.pt"
+    torch.jit.script(model).save(str(path))
+    row = [float(v) for v in data.data[0]]
+    with torch.no_grad():
+        expected = int(model(torch.tensor([row])).argmax(1)[0])
+    return BenchModel("torch", path, row, expected)
+
+
+def train_lightgbm(out_dir: Path) -> BenchModel:
+    """A 100-tree LightGBM classifier on breast cancer, saved as a native booster (model.txt)."""
+    import lightgbm
+    from sklearn.datasets import load_breast_cancer
+
+    data = load_breast_cancer()
+    model = lightgbm.LGBMClassifier(n_estimators=100, n_jobs=1, random_state=0, verbose=-1)
+    model.fit(data.data, data.target)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "model.txt"
+    model.booster_.save_model(str(path))
+    row = [float(v) for v in data.data[0]]
+    return BenchModel("lightgbm", path, row, int(model.predict([row])[0]))
+
+
 HEADERS = {"content-type": "application/json"}
 
 
@@ -123,7 +185,8 @@ def coldbrew_tiers(
     server: Coldbrew, model: BenchModel, work: Path, repeats: int
 ) -> dict[str, list[float]]:
     samples: dict[str, list[float]] = {
-        k: [] for k in ("b_client", "b_init", "c_client", "c_init", "d_client")
+        k: []
+        for k in ("b_client", "b_init", "c_client", "c_init", "d_client", "p_client", "p_init")
     }
     for i in range(repeats):
         name = f"{model.name}-{i}"
@@ -152,7 +215,25 @@ def coldbrew_tiers(
         samples["c_init"].append(init_ms)
         samples["d_client"].append(invoke(server, name, model, want_cold=False)[0])
         server.client.delete(f"/v1/functions/{name}")  # no instances pile up across repeats
+        per_instance(server, model, work, i, samples)
     return samples
+
+
+def per_instance(
+    server: Coldbrew, model: BenchModel, work: Path, i: int, samples: dict[str, list[float]]
+) -> None:
+    """(p): the cold start of a version with per-instance init, after it scaled to zero."""
+    name = f"{model.name}-pi-{i}"
+    config = 'idle_timeout_s = 0.3\nmax_instances = 1\ninit = "per-instance"\n'
+    server.deploy(name, write_bundle(work / name, model, config, nonce=f"{time.time_ns()}"))
+    invoke(server, name, model, want_cold=True)
+    deadline = time.monotonic() + 30
+    while any(p["instances"] for p in server.pools(name)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    client_ms, init_ms = invoke(server, name, model, want_cold=True)
+    samples["p_client"].append(client_ms)
+    samples["p_init"].append(init_ms)
+    server.client.delete(f"/v1/functions/{name}")
 
 
 def _why_no_template(server: Coldbrew, name: str) -> str:
@@ -212,14 +293,16 @@ def ray_scale_from_zero(
 def summarise(rows: dict[str, dict[str, Any]]) -> str:
     lines = [
         "| model | (a) fresh process | (b) runtime template: client / init | "
-        "(c) version template: client / init | (d) warm | (a)/(b) | (a)/(c) | (b)/(c) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "(c) version template: client / init | (d) warm | (p) per-instance init: client / "
+        "init | (a)/(b) | (a)/(c) | (b)/(c) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, row in rows.items():
         m = row["medians_ms"]
         lines.append(
             f"| {name} | {fmt(m['a'])} | {fmt(m['b_client'])} / {fmt(m['b_init'])} | "
             f"{fmt(m['c_client'])} / {fmt(m['c_init'])} | {fmt(m['d_client'], 2)} | "
+            f"{fmt(m.get('p_client'))} / {fmt(m.get('p_init'))} | "
             f"{fmt(ratio(m['a'], m['b_client']))}x | {fmt(ratio(m['a'], m['c_client']))}x | "
             f"{fmt(ratio(m['b_client'], m['c_client']))}x |"
         )
@@ -229,7 +312,7 @@ def summarise(rows: dict[str, dict[str, Any]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--models", default="forest,onnx,xgboost")
+    parser.add_argument("--models", default="forest,onnx,xgboost,torch,lightgbm")
     parser.add_argument("--ray", action="store_true", help="also measure Ray Serve (slow)")
     parser.add_argument("--ray-repeats", type=int, default=5)
     parser.add_argument(
@@ -240,7 +323,13 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    trainers = {"forest": train_forest, "onnx": train_digits_onnx, "xgboost": train_xgboost}
+    trainers = {
+        "forest": train_forest,
+        "onnx": train_digits_onnx,
+        "xgboost": train_xgboost,
+        "torch": train_torch,
+        "lightgbm": train_lightgbm,
+    }
     report: dict[str, Any] = {"command": " ".join(sys.argv), "repeats": args.repeats, "models": {}}
     with tempfile.TemporaryDirectory(prefix="bench-coldstart-") as tmp:
         work = Path(tmp)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -15,11 +19,51 @@ from support import Server
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = Server(tmp_path_factory.mktemp("coldbrew-home"))
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """One server per test module, with the module's ``SERVER_ENV`` (a dict) added to its env."""
+    running = Server(
+        tmp_path_factory.mktemp("coldbrew-home"), getattr(request.module, "SERVER_ENV", None)
+    )
     running.start()
     yield running
     running.stop()
+
+
+SESSION_PREFIX = f"coldbrew-tests-{os.getuid()}-"
+
+
+@pytest.hookimpl(tryfirst=True)  # before the tmp_path plugin reads --basetemp
+def pytest_configure(config: pytest.Config) -> None:
+    """A base temporary folder of this session's own, unless --basetemp says otherwise.
+
+    pytest resets ``/tmp/pytest-of-<user>`` to 0700 whenever a session starts, which takes the
+    search permission that isolated functions (other uids) need to reach a server home under
+    it: a second session started by hand would break the first one's servers. Folders of
+    earlier sessions that have ended are removed; the last one stays for a look."""
+    if config.option.basetemp:
+        return
+    root = Path(tempfile.gettempdir())
+    ended = []
+    for old in root.glob(f"{SESSION_PREFIX}*"):
+        pid = old.name.removeprefix(SESSION_PREFIX)
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                ended.append((old.stat().st_mtime, old))
+    for _, old in sorted(ended)[:-1]:
+        shutil.rmtree(old, ignore_errors=True)
+    config.option.basetemp = str(root / f"{SESSION_PREFIX}{os.getpid()}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

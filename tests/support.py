@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 STARTUP_TIMEOUT_S = 60
 
@@ -21,6 +22,26 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def require_service(what: str, exc: BaseException) -> None:
+    """Skip the test whose service is unavailable, or fail it under COLDBREW_REQUIRE_SERVICES=1
+    (CI, where every service must be there)."""
+    if os.environ.get("COLDBREW_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{what} is required (COLDBREW_REQUIRE_SERVICES=1): {exc}")
+    pytest.skip(f"{what} unavailable: {exc}")
+
+
+def wait_for(check: Any, timeout: float, what: str) -> Any:
+    """Poll ``check`` every 0.1 s until it returns something truthy (returned), or fail naming
+    ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def pack_folder(folder: Path) -> bytes:

@@ -77,9 +77,10 @@ def make_dataset(n: int = 4000, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
     return np.round(x, 4), (label ^ flip).astype(np.int64)
 
 
-def build(out_dir: Path) -> Path:
-    """Train the classifier and write ``<out_dir>/model.json``; returns that path."""
-    x, y = make_dataset()
+def build(out_dir: Path, seed: int = 7, filename: str = "model.json") -> Path:
+    """Train the classifier and write ``<out_dir>/<filename>``; returns that path. Another
+    ``seed`` draws another table: a retrained model, for trying model updates."""
+    x, y = make_dataset(seed=seed)
     dtrain = xgb.DMatrix(x, label=y, feature_names=list(FEATURES))
     params = {
         "objective": "binary:logistic",
@@ -91,7 +92,7 @@ def build(out_dir: Path) -> Path:
     }
     booster = xgb.train(params, dtrain, num_boost_round=150)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "model.json"
+    path = out_dir / filename
     booster.save_model(path)
     return path
 
@@ -103,4 +104,10 @@ def sample_event() -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    print(build(Path(__file__).resolve().parent))
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Train the water-quality model (no download).")
+    parser.add_argument("--seed", type=int, default=7, help="another seed: a retrained model")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "model.json")
+    args = parser.parse_args()
+    print(build(args.out.parent, args.seed, args.out.name))

@@ -23,7 +23,21 @@ import coldbrew
 
 __all__ = ["Example", "build_examples", "examples_root", "list_example_dirs"]
 
-_GENERATED = ("model.joblib", "model.onnx", "model.json", "model.ubj", "__pycache__", "*.pyc")
+_GENERATED = (
+    "model.joblib",
+    "model.onnx",
+    "model.json",
+    "model.ubj",
+    "model.npz",
+    "__pycache__",
+    "*.pyc",
+)
+EXTRA = ("image_api",)
+"""Examples only ``coldbrew quickstart --all`` builds: larger (image_api's model is ~100 MB),
+each with its own page in docs/examples/."""
+NEEDS_SERVICES = ("geo_photos",)
+"""Examples that need a database and a cache set up first (docs/examples/geo-photos.md): never
+built by the quickstart."""
 
 
 @dataclass(frozen=True)
@@ -46,20 +60,28 @@ def examples_root() -> Path:
     return Path(coldbrew.__file__).resolve().parents[2] / "examples"
 
 
-def list_example_dirs(root: Path | None = None) -> list[Path]:
-    """Example folders (those with a ``train.py``), in a stable order."""
+def list_example_dirs(root: Path | None = None, include_extra: bool = False) -> list[Path]:
+    """Example folders (those with a ``train.py``), in a stable order; the EXTRA ones too
+    with ``include_extra``."""
     root = root or examples_root()
-    return sorted(p for p in root.iterdir() if p.is_dir() and (p / "train.py").is_file())
+    return sorted(
+        p
+        for p in root.iterdir()
+        if p.is_dir()
+        and (p / "train.py").is_file()
+        and p.name not in NEEDS_SERVICES
+        and (include_extra or p.name not in EXTRA)
+    )
 
 
-def build_examples(dest: Path) -> list[Example]:
+def build_examples(dest: Path, include_extra: bool = False) -> list[Example]:
     """Copy every example into ``dest/<folder>``, train its model there, and describe it.
 
     Models already present in the source folder (from running a train.py by hand) are not
     copied: every build retrains, so ``dest`` never holds a stale model."""
     dest.mkdir(parents=True, exist_ok=True)
     built = []
-    for source in list_example_dirs():
+    for source in list_example_dirs(include_extra=include_extra):
         target = dest / source.name
         if target.exists():
             shutil.rmtree(target)

@@ -13,3 +13,13 @@ def new_request_id() -> str:
     cost: ``uuid.UUID`` objects are slow to build, and the hot path makes one per call."""
     h = os.urandom(16).hex()
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+
+
+def new_request_ids(count: int) -> list[str]:
+    """``count`` request ids from one ``os.urandom`` call (a batch job makes one per row)."""
+    h = os.urandom(16 * count).hex()
+    return [
+        f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-4{h[i + 13 : i + 16]}-"
+        f"{_VARIANT[h[i + 16]]}{h[i + 17 : i + 20]}-{h[i + 20 : i + 32]}"
+        for i in range(0, 32 * count, 32)
+    ]

@@ -66,8 +66,8 @@ def test_prepare_upload(tmp_path: Path) -> None:
     with prepare_upload(model).data as data:
         assert data.read() == b"onnx"
 
-    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "notes.md").write_text("x")  # .txt is a LightGBM model
     with pytest.raises(PackagingError, match="model file"):
-        prepare_upload(tmp_path / "notes.txt")
+        prepare_upload(tmp_path / "notes.md")
     with pytest.raises(PackagingError, match="does not exist"):
         prepare_upload(tmp_path / "missing.joblib")

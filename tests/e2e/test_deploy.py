@@ -195,7 +195,7 @@ def test_raw_body_deploy_and_refusals(server: Server, models: dict) -> None:
     )
     assert response.status_code == 201, response.text
     unknown = server.client.post(
-        "/v1/functions", params={"name": "raw", "filename": "m.txt"}, content=b"x"
+        "/v1/functions", params={"name": "raw", "filename": "m.bin"}, content=b"x"
     )
     assert unknown.status_code == 400
     assert unknown.json()["error"]["code"] == "VALIDATION_ERROR"

@@ -86,6 +86,7 @@ def test_scheduled_provisioned_instances_are_warm(fast_server: Server, tmp_path:
 
 
 def test_warmup_pings(fast_server: Server, tmp_path: Path) -> None:
+    tmp_path.chmod(0o777)  # the handler runs as its function's own uid (docs/SECURITY.md)
     pings = tmp_path / "pings.txt"
     config = (
         'handler = "handler:handler"\nmin_instances = 1\nwarmup_interval_s = 0.3\n'
@@ -93,9 +94,15 @@ def test_warmup_pings(fast_server: Server, tmp_path: Path) -> None:
     )
     bundle = write_bundle(tmp_path / "w", HANDLER, config)
     assert fast_server.deploy_folder("pinged", bundle).status_code == 201
-    time.sleep(2.0)
+    deadline = time.monotonic() + 10  # pings every 0.3 s: polled, not a fixed wait
+    while time.monotonic() < deadline and not (
+        pings.exists() and pings.read_text().count("ping") >= 2
+    ):
+        time.sleep(0.1)
     assert pings.exists() and pings.read_text().count("ping") >= 2
-    # Pings are not invocations: nothing was metered for this function.
+    # Pings are not invocations: nothing was metered for this function. One meter flush
+    # (meter_flush_interval_s = 0.5) after the pings first, so a metered ping would show.
+    time.sleep(0.6)
     usage = fast_server.client.get("/v1/usage", params={"function": "pinged"})
     assert usage.status_code == 200
     assert "warmup-" not in usage.text

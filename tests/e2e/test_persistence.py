@@ -32,7 +32,8 @@ def deploy_restart_invoke(tmp_path: Path, env: dict[str, str]) -> None:
         assert second.invoke("durable", {"x": 2}).json() == {"twice": 6, "v": "2"}
         assert second.invoke("durable:1", {"x": 2}).json() == {"twice": 4, "v": "1"}
         listed = second.client.get("/v1/functions").json()["functions"]
-        assert [f["name"] for f in listed] == ["durable"]
+        # On PostgreSQL the session's database is shared with other test files: count ours.
+        assert [f["name"] for f in listed].count("durable") == 1
     finally:
         second.stop()
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from coldbrew.core.pricing import PRICE_TABLES, charge
 from coldbrew.observe.logs import parse_since, select_lines
-from coldbrew.observe.pricing import PRICE_TABLES, charge
 from coldbrew.observe.rules import RuleConfig, evaluate, transitions
 from coldbrew.observe.window import WindowStats, percentile
 

@@ -99,9 +99,9 @@ def apigw(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Server:
     http_code = POWERTOOLS.format(resolver="APIGatewayHttpResolver", prefix="pt")
     _deploy(server, base / "ptrest", "ptrest", rest_code)
     _deploy(server, base / "pthttp", "pthttp", http_code)
-    _route(server, "ANY /v2/{kind}/{rest+}", "echo", "2.0")
-    _route(server, "ANY /v1/echo/{kind}/{rest+}", "echo", "1.0")
-    _route(server, "GET /v2/exact/path", "echo:latest", "2.0")
+    _route(server, "ANY /h2/{kind}/{rest+}", "echo", "2.0")
+    _route(server, "ANY /r1/echo/{kind}/{rest+}", "echo", "1.0")
+    _route(server, "GET /h2/exact/path", "echo:latest", "2.0")
     _route(server, "ANY /fast/{proxy+}", "fast", "2.0")
     _route(server, "ANY /fast1/{proxy+}", "fast", "1.0")
     _route(server, "ANY /pt/{proxy+}", "pthttp", "2.0")
@@ -118,15 +118,15 @@ def _get_event(server: Server, path: str, **kwargs: Any) -> dict[str, Any]:
 def test_http_api_event_v2(apigw: Server) -> None:
     event = _get_event(
         apigw,
-        "/v2/items/a/b/c?x=1&x=2&y=z",
+        "/h2/items/a/b/c?x=1&x=2&y=z",
         method="POST",
         content="héllo",
         headers={"content-type": "text/plain", "cookie": "a=1; b=2", "x-multi": "one"},
     )
     parsed = APIGatewayProxyEventV2(event)
     assert parsed.version == "2.0"
-    assert parsed.route_key == "ANY /v2/{kind}/{rest+}"
-    assert parsed.raw_path == "/v2/items/a/b/c" and parsed.path == "/v2/items/a/b/c"
+    assert parsed.route_key == "ANY /h2/{kind}/{rest+}"
+    assert parsed.raw_path == "/h2/items/a/b/c" and parsed.path == "/h2/items/a/b/c"
     assert parsed.raw_query_string == "x=1&x=2&y=z"
     assert parsed.query_string_parameters == {"x": "1,2", "y": "z"}
     assert parsed.cookies == ["a=1", "b=2"]
@@ -137,7 +137,7 @@ def test_http_api_event_v2(apigw: Server) -> None:
     assert parsed.http_method == "POST"
     assert parsed.body == "héllo" and parsed.is_base64_encoded is False
     ctx = parsed.request_context
-    assert ctx.http.method == "POST" and ctx.http.path == "/v2/items/a/b/c"
+    assert ctx.http.method == "POST" and ctx.http.path == "/h2/items/a/b/c"
     assert ctx.http.source_ip == "127.0.0.1" and ctx.http.protocol == "HTTP/1.1"
     assert ctx.http.user_agent.startswith("python-httpx")
     assert ctx.stage == "$default" and ctx.route_key == parsed.route_key
@@ -150,12 +150,12 @@ def test_http_api_event_v2(apigw: Server) -> None:
 def test_rest_api_event_v1(apigw: Server) -> None:
     event = _get_event(
         apigw,
-        "/v1/echo/items/42?x=1&x=2",
+        "/r1/echo/items/42?x=1&x=2",
         headers=[("x-multi", "one"), ("x-multi", "two")],
     )
     parsed = APIGatewayProxyEvent(event)
-    assert parsed.resource == "/v1/echo/{kind}/{rest+}"
-    assert parsed.path == "/v1/echo/items/42" and parsed.http_method == "GET"
+    assert parsed.resource == "/r1/echo/{kind}/{rest+}"
+    assert parsed.path == "/r1/echo/items/42" and parsed.http_method == "GET"
     assert parsed.path_parameters == {"kind": "items", "rest": "42"}
     assert parsed.query_string_parameters == {"x": "2"}
     assert parsed.multi_value_query_string_parameters == {"x": ["1", "2"]}
@@ -163,8 +163,8 @@ def test_rest_api_event_v1(apigw: Server) -> None:
     assert parsed.headers["x-multi"] == "two"
     assert parsed.body is None and parsed.is_base64_encoded is False
     ctx = parsed.request_context
-    assert ctx.http_method == "GET" and ctx.path == "/v1/echo/items/42"
-    assert ctx.resource_path == "/v1/echo/{kind}/{rest+}" and ctx.stage == "$default"
+    assert ctx.http_method == "GET" and ctx.path == "/r1/echo/items/42"
+    assert ctx.resource_path == "/r1/echo/{kind}/{rest+}" and ctx.stage == "$default"
     assert ctx.identity.source_ip == "127.0.0.1"
     assert ctx.identity.user_agent.startswith("python-httpx")
     assert ctx.protocol == "HTTP/1.1" and ctx.request_id and ctx.extended_request_id
@@ -195,12 +195,12 @@ SAMPLE_V2_CONTEXT = {
 
 
 def test_events_have_the_sample_keys(apigw: Server) -> None:
-    v1 = _get_event(apigw, "/v1/echo/k/r?a=b", method="POST", content=b"{}")
+    v1 = _get_event(apigw, "/r1/echo/k/r?a=b", method="POST", content=b"{}")
     assert set(v1) >= SAMPLE_V1_KEYS and set(v1["requestContext"]) >= SAMPLE_V1_CONTEXT
     assert {"sourceIp", "userAgent", "cognitoIdentityId", "user"} <= set(
         v1["requestContext"]["identity"]
     )
-    v2 = _get_event(apigw, "/v2/k/r?a=b", method="POST", content=b"{}", cookies={"c": "1"})
+    v2 = _get_event(apigw, "/h2/k/r?a=b", method="POST", content=b"{}", cookies={"c": "1"})
     assert set(v2) >= SAMPLE_V2_KEYS and set(v2["requestContext"]) >= SAMPLE_V2_CONTEXT
     assert set(v2["requestContext"]["http"]) == {
         "method", "path", "protocol", "sourceIp", "userAgent",
@@ -210,8 +210,8 @@ def test_events_have_the_sample_keys(apigw: Server) -> None:
 def test_binary_bodies_are_base64(apigw: Server) -> None:
     raw = bytes(range(256))
     for path, cls in (
-        ("/v2/bin/x", APIGatewayProxyEventV2),
-        ("/v1/echo/bin/x", APIGatewayProxyEvent),
+        ("/h2/bin/x", APIGatewayProxyEventV2),
+        ("/r1/echo/bin/x", APIGatewayProxyEvent),
     ):
         event = cls(
             _get_event(
@@ -224,8 +224,8 @@ def test_binary_bodies_are_base64(apigw: Server) -> None:
 
 def test_route_precedence(apigw: Server) -> None:
     # An exact route beats the greedy one that also matches.
-    assert _get_event(apigw, "/v2/exact/path")["routeKey"] == "GET /v2/exact/path"
-    assert _get_event(apigw, "/v2/exact/path2")["routeKey"] == "ANY /v2/{kind}/{rest+}"
+    assert _get_event(apigw, "/h2/exact/path")["routeKey"] == "GET /h2/exact/path"
+    assert _get_event(apigw, "/h2/exact/path2")["routeKey"] == "ANY /h2/{kind}/{rest+}"
 
 
 def test_proxy_response_shape(apigw: Server) -> None:
@@ -297,3 +297,63 @@ def test_route_admin_and_cli(apigw: Server) -> None:
     assert removed.exit_code == 0, removed.output
     assert apigw.client.get("/tmp/5").status_code == 404
     assert runner.invoke(cli, ["route", "rm", "99999", "--url", apigw.url]).exit_code == 1
+
+
+def test_reserved_prefix_ignores_case_and_repeated_slashes() -> None:
+    from coldbrew.registry.routes import reserved_prefix
+
+    assert reserved_prefix("//v1//functoins") == "/v1"
+    assert reserved_prefix("/V2/models/x") == "/v2"
+    assert reserved_prefix("/healthz") == "/healthz"
+    assert reserved_prefix("/2019-09-25/functions/f/event-invoke-config") == "/2019-09-25"
+    assert reserved_prefix("/2019-9-25/x") is None
+    assert reserved_prefix("/v1x/items") is None and reserved_prefix("/") is None
+
+
+def test_every_coldbrew_endpoint_is_reserved() -> None:
+    """A new endpoint of coldbrew's own must be added to RESERVED_PREFIXES, or a route could
+    take its path (and a mistyped call to it would land in some function)."""
+    from coldbrew.gateway.app import routes
+    from coldbrew.registry.routes import reserved_prefix
+
+    paths = [getattr(r, "path", "") for r in routes()]
+    assert "/{path:path}" in paths  # the API Gateway catch-all itself
+    assert [p for p in paths if p != "/{path:path}" and reserved_prefix(p) is None] == []
+
+
+@pytest.mark.parametrize(
+    "route",
+    [
+        "GET /v1/functoins",
+        "ANY /v2/models/{x}",
+        "POST /2015-03-31/functions/{f}/invocations",
+        "GET /ws",
+        "GET /stream/x",
+        "GET /metrics",
+        "GET /ui/extra",
+        "GET /healthz",
+        "GET /openapi.json",
+        "GET /V1/keys",
+    ],
+)
+def test_routes_under_coldbrew_prefixes_are_refused(apigw: Server, route: str) -> None:
+    response = apigw.client.post("/v1/routes", json={"route": route, "function": "echo"})
+    assert response.status_code == 409, response.text
+    assert response.json()["error"]["code"] == "ROUTE_RESERVED"
+
+
+def test_reserved_paths_never_reach_a_catch_all(apigw: Server) -> None:
+    _route(apigw, "ANY /{proxy+}", "echo")
+    try:
+        assert _get_event(apigw, "/anything/else")["routeKey"] == "ANY /{proxy+}"
+        for path in ("/v1/functoins", "/v2/nope", "/2015-03-31/x", "/V1/keys", "/metrics/x"):
+            response = apigw.client.get(path)
+            assert response.status_code == 404, (path, response.text)
+            assert response.json()["error"]["code"] == "NOT_FOUND"
+        # A coldbrew endpoint with a method it does not serve is not a route's either.
+        put = apigw.client.put("/v1/functions", content=b"{}")
+        assert put.status_code in (404, 405) and "error" in put.json()
+    finally:
+        rows = apigw.client.get("/v1/routes").json()["routes"]
+        catch_all = next(r for r in rows if r["route"] == "ANY /{proxy+}")
+        assert apigw.client.delete(f"/v1/routes/{catch_all['id']}").status_code == 200

@@ -145,3 +145,11 @@ def test_decision_rejects_negative_windows() -> None:
 def test_unknown_named_configuration() -> None:
     with pytest.raises(KeyError, match="known"):
         hybrid_policy("nope")
+
+
+def test_every_named_keep_alive_policy_exists() -> None:
+    """Config validation knows the names without importing scaling; they must agree."""
+    from coldbrew.core.policy_names import KEEP_ALIVE_POLICIES
+    from coldbrew.scaling.policies import NAMED_HYBRID_CONFIGS
+
+    assert set(KEEP_ALIVE_POLICIES) == {"fixed", *NAMED_HYBRID_CONFIGS}

@@ -6,8 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from coldbrew.core.calendar import parse_days
 from coldbrew.runtime.config import ProvisionedSchedule
-from coldbrew.scaling.provisioned import parse_days, provisioned_instances
+from coldbrew.scaling.provisioned import provisioned_instances
 
 OFFICE = ProvisionedSchedule(days="mon-fri", start="08:00", end="18:00", instances=2)
 NIGHT = ProvisionedSchedule(days="daily", start="22:00", end="06:00", instances=1)

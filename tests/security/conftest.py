@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,15 +48,16 @@ def deploy(server: SecureServer, admin: str, name: str, folder: Path) -> None:
         assert response.status_code == 201, response.text
 
 
-@pytest.fixture(scope="module")
-def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureServer]:
-    home = tmp_path_factory.mktemp("secure")
+@contextlib.contextmanager
+def running_secure_server(home: Path, env: dict[str, str] | None = None) -> Iterator[SecureServer]:
+    """An auth-on server (JWT secret set, no bootstrap key from the environment)."""
     server = SecureServer(
         home,
         env={
             "COLDBREW_AUTH": "on",
             "COLDBREW_JWT_SECRET": "test-jwt-secret-that-is-long-enough-0123456789",
             "COLDBREW_API_KEY": "",
+            **(env or {}),
         },
     )
     server.start()
@@ -63,6 +65,16 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def secure(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SecureServer]:
+    """One per module, with the module's ``SERVER_ENV`` (a dict) added to its env."""
+    env = getattr(request.module, "SERVER_ENV", None)
+    with running_secure_server(tmp_path_factory.mktemp("secure"), env) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

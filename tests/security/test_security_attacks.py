@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from conftest import SecureServer
+from security.conftest import SecureServer  # by path: several folders have a conftest.py
 
 SECRET = "test-jwt-secret-that-is-long-enough-0123456789"
 

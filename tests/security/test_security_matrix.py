@@ -2,11 +2,17 @@
 
 Scoped keys cover ``alpha`` only; ``beta`` exists but is outside their scope, so it must answer
 exactly like a function that does not exist (404), never 403.
+
+The route table (``gateway/policy.py``) is checked first, without a server: every route the app
+serves comes from it with its rule, and the security middleware classifies each entry's own
+path to that entry's rule (no earlier entry shadows it), as the router picks it.
 """
 
 from __future__ import annotations
 
+import re
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,7 +20,11 @@ import pytest
 import websockets.exceptions
 import websockets.sync.client as ws_client
 
-from conftest import SecureServer
+from coldbrew.gateway.app import create_app
+from coldbrew.gateway.auth import SecurityMiddleware
+from coldbrew.gateway.policy import WEBSOCKET, Endpoint, EndpointTable, Rule
+from coldbrew.settings import Settings
+from security.conftest import SecureServer  # by path: several folders have a conftest.py
 
 ROLES = ["none", "admin", "deployer", "invoker", "viewer"]
 # (method, path, json body) -> expected status for none, admin, deployer, invoker, viewer
@@ -33,6 +43,8 @@ MATRIX: list[tuple[str, str, Any, tuple[int, int, int, int, int]]] = [
     ("PUT", "/v1/functions/alpha/aliases/prod", {"version": 1}, (401, 200, 200, 403, 403)),
     ("PUT", "/v1/functions/beta/aliases/prod", {"version": 1}, (401, 200, 404, 404, 404)),
     ("DELETE", "/v1/functions/beta", None, (401, None, 404, 404, 404)),
+    ("POST", "/v1/functions/alpha/restart", None, (401, 200, 200, 403, 403)),
+    ("POST", "/v1/functions/beta:latest/restart", None, (401, 200, 404, 404, 404)),
     ("GET", "/2015-03-31/functions/alpha", None, (401, 200, 200, 200, 200)),
     ("GET", "/2015-03-31/functions/beta", None, (401, 200, 404, 404, 404)),
     ("POST", "/2015-03-31/functions/alpha/invocations", {}, (401, 200, 200, 200, 403)),
@@ -52,14 +64,70 @@ MATRIX: list[tuple[str, str, Any, tuple[int, int, int, int, int]]] = [
     ("GET", "/v1/usage", None, (401, 200, 403, 403, 403)),
     ("GET", "/v1/cost", None, (401, 200, 403, 403, 403)),
     ("GET", "/v1/alerts", None, (401, 200, 403, 403, 403)),
+    ("GET", "/v1/nodes", None, (401, 200, 403, 403, 403)),
     ("GET", "/v1/keys", None, (401, 200, 403, 403, 403)),
     ("GET", "/v1/audit", None, (401, 200, 403, 403, 403)),
+    ("POST", "/v1/gc?dry_run=true", None, (401, 200, 403, 403, 403)),
     ("POST", "/v1/keys", {"role": "admin"}, (401, 201, 403, 403, 403)),
     ("POST", "/v1/routes", {"route": "GET /b", "function": "beta"}, (401, 201, 404, 403, 403)),
     ("POST", "/v1/routes", {"route": "GET /a", "function": "alpha"}, (401, None, 201, 403, 403)),
+    ("GET", "/2015-03-31/functions/alpha/aliases", None, (401, 200, 200, 200, 200)),
+    ("GET", "/2015-03-31/functions/beta/aliases", None, (401, 200, 404, 404, 404)),
+    ("GET", "/2015-03-31/functions/beta/versions", None, (401, 200, 404, 404, 404)),
+    ("POST", "/2015-03-31/functions/alpha/versions", {}, (401, 201, 201, 403, 403)),
+    ("PUT", "/2015-03-31/functions/beta/aliases/prod", {}, (401, None, 404, 404, 404)),
+    ("GET", "/v1/functions/beta/rollout", None, (401, 404, 404, 404, 404)),
+    ("POST", "/v1/functions/beta/rollout", {"to": 1}, (401, None, 404, 404, 404)),
+    ("POST", "/v1/functions/alpha/rollout/abort", None, (401, 404, 404, 403, 403)),
+    ("PUT", "/v1/functions/alpha/shadow", {"version": 99}, (401, 404, 404, 403, 403)),
+    ("DELETE", "/v1/functions/beta/shadow", None, (401, 404, 404, 404, 404)),
+    ("POST", "/v1/functions/beta/jobs?format=jsonl", {}, (401, 201, 404, 404, 404)),
+    ("GET", "/v1/functions/beta/jobs", None, (401, 200, 404, 404, 404)),
+    ("GET", "/v1/jobs/nope", None, (401, 404, 404, 404, 404)),
+    ("POST", "/v1/jobs/nope/cancel", None, (401, 404, 404, 404, 403)),
     ("GET", "/ws/@connections/nope", None, (401, 410, 410, 410, 403)),
     ("GET", "/some/unrouted/path", None, (401, 404, 404, 404, 403)),
 ]
+
+
+def _sample_path(template: str) -> str:
+    """A concrete path for a route template: ``{name}`` -> ``alpha``, ``{path:path}`` -> a path."""
+    return re.sub(
+        r"\{[^}:]+(?::path)?\}", lambda m: "x/y" if ":path" in m[0] else "alpha", template
+    )
+
+
+def test_every_route_is_a_table_entry_with_its_rule(tmp_path: Path) -> None:
+    app = create_app(Settings(home=tmp_path))
+    security = [m for m in app.user_middleware if m.cls is SecurityMiddleware]
+    assert len(security) == 1, "the security middleware must be installed exactly once"
+    table: EndpointTable = security[0].kwargs["table"]
+    # The router serves exactly the table's routes: a route added any other way has no rule.
+    assert len(app.routes) == len(table.endpoints)
+    assert all(
+        route is entry.route for route, entry in zip(app.routes, table.endpoints, strict=True)
+    )
+    for entry in table.endpoints:
+        assert isinstance(entry, Endpoint) and hasattr(entry.rule, "resolve"), entry
+        path = _sample_path(entry.path)
+        for method in entry.methods.split():
+            rule = table.classify(method, path)
+            own = entry.rule.resolve({"name": "alpha", "function": "alpha", "path": "x/y"}, path)
+            assert isinstance(rule, Rule) and rule == own, (method, entry.path, rule, own)
+            if rule.kind == "function":
+                assert rule.function == "alpha", (method, entry.path)
+    # Rules are remembered per (method, path) up to a length; past it, the same answer.
+    long_name = "a" * 300
+    rule = table.classify("GET", f"/v1/functions/{long_name}")
+    assert (rule.kind, rule.function) == ("function", long_name)
+    assert table.classify("GET", f"/v1/functions/{long_name}") == rule
+
+
+def test_the_table_refuses_an_entry_without_methods() -> None:
+    with pytest.raises(ValueError):
+        Endpoint("/v1/x", lambda request: None, "", Rule("admin", "admin"))
+    with pytest.raises(ValueError):
+        Endpoint("/v1/x", lambda request: None, f"GET {WEBSOCKET}", Rule("admin", "admin"))
 
 
 @pytest.fixture(scope="module")

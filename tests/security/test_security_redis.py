@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SecureServer
+from security.conftest import SecureServer  # by path: several folders have a conftest.py
 
 REDIS = ("127.0.0.1", 6379)
 

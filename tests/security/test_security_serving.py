@@ -22,7 +22,7 @@ from sklearn.linear_model import LogisticRegression
 
 from coldbrew.store import LocalArtifactStore, TamperedArtifact
 from coldbrew.store.crypto import ArtifactCipher, is_encrypted
-from conftest import SecureServer
+from security.conftest import SecureServer  # by path: several folders have a conftest.py
 from support import pack_folder, write_bundle
 
 KEY = base64.b64encode(b"k" * 32).decode()

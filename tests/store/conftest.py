@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from coldbrew.store import ArtifactStore, LocalArtifactStore, MemoryArtifactStore
+from coldbrew.store.crypto import ArtifactCipher
+from coldbrew.store.s3 import S3ArtifactStore
+from s3_support import moto_s3, new_bucket
 
 
 @dataclass
@@ -40,8 +43,40 @@ def _memory(tmp_path: Path) -> StoreUnderTest:
     return StoreUnderTest(store, corrupt)
 
 
-@pytest.fixture(params=[_local, _memory], ids=["local", "memory"])
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 in server mode, for the whole session (a bucket per test)."""
+    with moto_s3() as endpoint:
+        yield endpoint
+
+
+def _s3(endpoint: str, cipher: ArtifactCipher | None = None) -> StoreUnderTest:
+    client, bucket = new_bucket(endpoint)
+    store = S3ArtifactStore(bucket, "models/v1", client=client, cipher=cipher)
+
+    def corrupt(sha256: str) -> None:
+        key = store.key_of(sha256)
+        body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        client.put_object(Bucket=bucket, Key=key, Body=b"evil" + body)
+
+    return StoreUnderTest(store, corrupt)
+
+
+def _s3_plain(tmp_path: Path, endpoint: str) -> StoreUnderTest:
+    return _s3(endpoint)
+
+
+def _s3_encrypted(tmp_path: Path, endpoint: str) -> StoreUnderTest:
+    return _s3(endpoint, ArtifactCipher(b"k" * 32))
+
+
+@pytest.fixture(
+    params=[_local, _memory, _s3_plain, _s3_encrypted],
+    ids=["local", "memory", "s3", "s3-encrypted"],
+)
 def sut(request: pytest.FixtureRequest, tmp_path: Path) -> StoreUnderTest:
+    if request.param in (_s3_plain, _s3_encrypted):
+        return request.param(tmp_path, request.getfixturevalue("s3_endpoint"))
     return request.param(tmp_path)
 
 

@@ -10,6 +10,8 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from coldbrew.backends.process import Process
+
 
 @dataclass(frozen=True)
 class InstanceSpec:
@@ -38,6 +40,9 @@ class SpawnedInstance:
     source: str = "runtime-template"
     """Where the process came from: ``runtime-template`` or ``version-template``, with
     ``+spare`` when a spare forked ahead of demand was used."""
+    process: Process | None = None
+    """The handle on the process (backends/process.py); None where the backend has no direct
+    hold on it (a Ray node's agent owns it)."""
 
 
 class Backend(Protocol):

@@ -17,12 +17,36 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from coldbrew import errors
 from coldbrew.runtime import messages as m
-from coldbrew.runtime.config import BatchingConfig
-from coldbrew.scaling.instance import Instance
-from coldbrew.scaling.pool import Pool
+from coldbrew.runtime.config import BatchingConfig, FunctionConfig
+
+
+class BatchInstance(Protocol):
+    """What the batcher needs of an instance (``scaling.instance.Instance``)."""
+
+    init_ms: float | None
+    start: dict[str, Any]
+
+    async def invoke_batch(self, items: list[m.BatchItem], timeout_s: float) -> m.BatchResult: ...
+
+
+class Slots(Protocol):
+    """What the batcher needs of the pool it batches for (``scaling.pool.Pool``): instance
+    slots to acquire and release, the function's config, and its way of refusing."""
+
+    config: FunctionConfig
+
+    @property
+    def function_name(self) -> str: ...
+
+    async def acquire(self) -> tuple[BatchInstance, bool]: ...
+
+    def release(self, instance: Any) -> None: ...
+
+    def throttled(self, why: str) -> errors.Throttled: ...
 
 
 @dataclass(frozen=True)
@@ -49,7 +73,7 @@ class _Waiting:
 class Batcher:
     def __init__(
         self,
-        pool: Pool,
+        pool: Slots,
         config: BatchingConfig,
         on_batch: Callable[[str, int], None] | None = None,
     ) -> None:
@@ -71,7 +95,7 @@ class Batcher:
 
     async def submit(self, item: m.BatchItem) -> ItemOutcome:
         if len(self.queue) >= self.max_queue:
-            raise self.pool._throttled("the batch queue is full")
+            raise self.pool.throttled("the batch queue is full")
         future: asyncio.Future[ItemOutcome] = asyncio.get_running_loop().create_future()
         self.queue.append(_Waiting(item, future, time.monotonic()))
         self._arrived.set()
@@ -128,12 +152,12 @@ class Batcher:
             if not waiting.future.done():
                 waiting.future.set_exception(exc)
 
-    async def _run(self, instance: Instance, cold: bool, batch: list[_Waiting]) -> None:
+    async def _run(self, instance: BatchInstance, cold: bool, batch: list[_Waiting]) -> None:
         dispatched = time.monotonic()
         self.batches += 1
         self.items += len(batch)
         if self.on_batch is not None:
-            self.on_batch(self.pool.version.function_name, len(batch))
+            self.on_batch(self.pool.function_name, len(batch))
         try:
             result = await instance.invoke_batch(
                 [w.item for w in batch], self.pool.config.timeout_s

@@ -179,19 +179,41 @@ class ColdbrewClient:
     def list_aliases(self, name: str) -> list[dict[str, Any]]:
         return self._json("GET", f"/v1/functions/{name}/aliases")["aliases"]
 
-    def set_alias(self, name: str, alias: str, version: int) -> dict[str, Any]:
-        return self._json("PUT", f"/v1/functions/{name}/aliases/{alias}", json={"version": version})
+    def set_alias(
+        self,
+        name: str,
+        alias: str,
+        version: int,
+        weights: dict[str, float] | None = None,
+        sticky: str | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"version": version}
+        if weights:
+            body["weights"] = weights
+        if sticky:
+            body["sticky"] = sticky
+        return self._json("PUT", f"/v1/functions/{name}/aliases/{alias}", json=body)
 
     def delete_alias(self, name: str, alias: str) -> dict[str, Any]:
         return self._json("DELETE", f"/v1/functions/{name}/aliases/{alias}")
 
-    def invoke(self, target: str, payload: bytes) -> InvokeResult:
+    def invoke(
+        self,
+        target: str,
+        payload: bytes,
+        run_async: bool = False,
+        idempotency_key: str | None = None,
+    ) -> InvokeResult:
         """Invoke ``name`` or ``name:qualifier``; errors are returned, not raised, because the
-        caller prints the body and headers of failed invocations too."""
+        caller prints the body and headers of failed invocations too. ``run_async`` queues it
+        (202 and ``{"request_id"}``, docs/ASYNC.md)."""
+        headers = {"content-type": "application/json"}
+        if idempotency_key:
+            headers["x-coldbrew-idempotency-key"] = idempotency_key
         response = self._send(
             "POST",
-            f"/v1/functions/{target}/invoke",
+            f"/v1/functions/{target}/invoke" + ("?async=1" if run_async else ""),
             content=payload,
-            headers={"content-type": "application/json"},
+            headers=headers,
         )
         return InvokeResult(response.status_code, response.content, dict(response.headers))

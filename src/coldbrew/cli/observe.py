@@ -3,6 +3,7 @@ observability endpoints (docs/OBSERVABILITY.md)."""
 
 from __future__ import annotations
 
+import math
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -14,27 +15,10 @@ from rich.console import Console
 from rich.table import Table
 
 from coldbrew.cli import render
+from coldbrew.cli.common import JsonOption, UrlOption, connect, fail
 from coldbrew.settings import Settings
 
-# Own option types (not imported from cli.main, which imports this module: under
-# ``python -m coldbrew.cli.main`` that would be a circular import).
-UrlOption = Annotated[
-    str | None, typer.Option("--url", help="Where the coldbrew server listens (COLDBREW_URL).")
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the raw JSON answer.")]
 SinceOption = Annotated[str | None, typer.Option("--since", help="e.g. 30s, 10m, 24h, 7d.")]
-
-
-def connect(url: str | None) -> Any:
-    from coldbrew.cli.main import connect as main_connect
-
-    return main_connect(url)
-
-
-def fail(message: str, code: int = 1) -> typer.Exit:
-    from coldbrew.cli.main import fail as main_fail
-
-    return main_fail(message, code)
 
 
 def _out() -> Console:
@@ -42,7 +26,14 @@ def _out() -> Console:
 
 
 def _usd(value: float) -> str:
-    return f"${value:,.6f}" if value < 0.01 else f"${value:,.4f}"
+    """Dollars that stay readable when tiny: a per-prediction cost of $0.0000021 keeps its
+    significant digits instead of printing as $0.000000."""
+    if value == 0:
+        return "$0"
+    if abs(value) >= 0.01:
+        return f"${value:,.4f}" if abs(value) < 100 else f"${value:,.2f}"
+    decimals = min(12, 2 - math.floor(math.log10(abs(value))))  # three significant digits
+    return f"${value:.{decimals}f}"
 
 
 def logs(
@@ -120,20 +111,26 @@ def _when(ts: Any) -> str:
 
 
 def cost(
+    ctx: typer.Context,
     since: SinceOption = "24h",
     function: Annotated[str | None, typer.Option("--function")] = None,
     always_on_hourly: Annotated[
         float | None, typer.Option("--always-on-hourly", help="Compare with a server at $/h.")
     ] = None,
     what_if: Annotated[bool, typer.Option("--what-if", help="Answer from a trace.")] = False,
-    trace: Annotated[Path | None, typer.Option(help="Trace folder for --what-if.")] = None,
+    trace: Annotated[
+        Path | None, typer.Option(help="Trace folder for --what-if (default: the sample).")
+    ] = None,
     duration_ms: Annotated[float, typer.Option(help="Handler duration for --what-if.")] = 100.0,
     memory: Annotated[str, typer.Option(help="Memory sizes for --what-if.")] = "128,512,1024,2048",
     provisioned: Annotated[str, typer.Option(help="Provisioned counts for --what-if.")] = "0,1,2",
     url: UrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Cost per function, per prediction and per caller over a period; or --what-if a trace."""
+    """Cost per function, per prediction and per caller over a period; or --what-if a trace;
+    or `coldbrew cost estimate NAME --per-day N` for a month."""
+    if ctx.invoked_subcommand:  # `coldbrew cost estimate ...`: that command answers
+        return
     if what_if:
         _what_if(trace, duration_ms, memory, provisioned)
         return
@@ -156,7 +153,7 @@ def cost(
             "cold",
             "GB-s",
             "cost",
-            "per prediction",
+            "per 1M predictions",
             title=f"cost {title} since {report['period']['since'][:19]}",
         )
         for row in rows:
@@ -167,7 +164,7 @@ def cost(
                 str(row["cold_starts"]),
                 f"{row['gb_seconds']:.3f}",
                 _usd(row["cost_usd"]),
-                _usd(row["cost_per_invocation_usd"]),
+                _usd(row["cost_per_invocation_usd"] * 1_000_000),
             )
         out.print(table)
     total = report["total"]
@@ -186,8 +183,7 @@ def cost(
 
 
 def _what_if(trace: Path | None, duration_ms: float, memory: str, provisioned: str) -> None:
-    from coldbrew.observe.pricing import price_table
-    from coldbrew.observe.whatif import memory_scenarios, provisioned_scenarios
+    from coldbrew.core.pricing import price_table
     from coldbrew.scaling.simulate import (
         default_candidates,
         format_report,
@@ -195,9 +191,12 @@ def _what_if(trace: Path | None, duration_ms: float, memory: str, provisioned: s
         simulate_trace,
     )
     from coldbrew.scaling.simulate.costs import TierCosts
+    from coldbrew.scaling.simulate.trace import SAMPLE_TRACE
+    from coldbrew.scaling.simulate.whatif import memory_scenarios, provisioned_scenarios
 
-    if trace is None or not trace.is_dir():
-        raise fail("--what-if needs --trace DIR (a folder with *inv*.csv)", 2)
+    trace = trace or SAMPLE_TRACE  # 8 functions x one day, shipped with the package
+    if not trace.is_dir():
+        raise fail(f"no trace folder at {trace} (a folder with *inv*.csv)", 2)
     settings = Settings()
     prices = price_table(settings.price_table)
     loaded = load_trace(trace)

@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
-MODEL_SUFFIXES = (".joblib", ".pkl", ".pickle", ".skops", ".onnx", ".json", ".ubj")
+from coldbrew.deploy.unpack import ARCHIVE_SUFFIXES
+from coldbrew.runtime.config import MODEL_SUFFIXES as MODEL_FORMATS
+
+MODEL_SUFFIXES = tuple(MODEL_FORMATS)
 EXCLUDED = ("__pycache__", ".git", "*.pyc", ".DS_Store")
 """Names (shell patterns) skipped at any depth when packing a folder."""
 

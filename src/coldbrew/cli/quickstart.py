@@ -109,14 +109,14 @@ def deploy_examples(client: ColdbrewClient, examples: list[Example]) -> list[Dep
     return results
 
 
-def run_quickstart(settings: Settings, console: Console) -> int:
+def run_quickstart(settings: Settings, console: Console, include_extra: bool = False) -> int:
     """Serve until Ctrl-C; returns the exit code. Raises PortInUse before any work is done."""
     from coldbrew.gateway.server import build_server  # heavy: only when actually serving
 
     sock = bind_socket(settings.host, settings.port)
     url = public_url(settings.host, settings.port)
     with console.status("training the example models (no downloads)…"):
-        examples = build_examples(settings.home / "examples")
+        examples = build_examples(settings.home / "examples", include_extra)
     server = build_server(settings)
     failed = threading.Event()
 

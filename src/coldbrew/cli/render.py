@@ -111,13 +111,22 @@ def instances_table(pools: list[dict[str, Any]]) -> Table | None:
     return table
 
 
+def format_split(alias: dict[str, Any]) -> str:
+    """``version 1`` or ``v1: 75%, v2: 25% (sticky $.user.id)``."""
+    weights = alias.get("weights") or {}
+    if not weights:
+        return f"version {alias.get('version')}"
+    shares = {str(alias.get("version")): 1 - sum(weights.values()), **weights}
+    text = ", ".join(f"v{v}: {round(w * 100, 2):g}%" for v, w in shares.items())
+    return text + (f" (sticky {alias['sticky']})" if alias.get("sticky") else "")
+
+
 def aliases_table(aliases: list[dict[str, Any]]) -> Table:
     table = Table(box=None, header_style="bold")
     for column in ("ALIAS", "VERSION", "SPLIT", "UPDATED"):
         table.add_column(column)
     for a in sorted(aliases, key=lambda a: (a["name"] != "latest", a["name"])):
-        weights = a.get("weights") or {}
-        split = ", ".join(f"v{v}: {w:.0%}" for v, w in weights.items()) or "-"
+        split = format_split(a) if a.get("weights") else "-"
         table.add_row(a["name"], str(a["version"]), split, short_time(a.get("updated_at")))
     return table
 

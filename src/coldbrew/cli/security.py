@@ -15,11 +15,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from coldbrew.cli.common import JsonOption, UrlOption, connect, fail
 from coldbrew.settings import Settings
 
 keys_app = typer.Typer(no_args_is_help=True, help="Create, list, revoke and rotate API keys.")
-UrlOption = Annotated[str | None, typer.Option("--url", help="Server URL (default: COLDBREW_URL).")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the raw JSON answer.")]
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")
 _PER = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
 
@@ -72,7 +71,6 @@ def create(
 ) -> None:
     """Create a key; its secret is printed once and cannot be shown again."""
     from coldbrew import errors
-    from coldbrew.cli.main import connect, fail
 
     spec = {
         "role": role,
@@ -106,7 +104,6 @@ def create(
 @keys_app.command("ls")
 def list_keys(url: UrlOption = None, as_json: JsonOption = False) -> None:
     """List keys (never their secrets)."""
-    from coldbrew.cli.main import connect
 
     with connect(url) as client:
         keys = client.request_json("GET", "/v1/keys")["keys"]
@@ -141,7 +138,6 @@ def list_keys(url: UrlOption = None, as_json: JsonOption = False) -> None:
 @keys_app.command("revoke")
 def revoke(key_id: str, url: UrlOption = None) -> None:
     """Revoke a key: it stops working within a second on every gateway."""
-    from coldbrew.cli.main import connect
 
     with connect(url) as client:
         client.request_json("DELETE", f"/v1/keys/{key_id}")
@@ -151,7 +147,6 @@ def revoke(key_id: str, url: UrlOption = None) -> None:
 @keys_app.command("rotate")
 def rotate(key_id: str, url: UrlOption = None) -> None:
     """A new secret for the key (same id, role, scopes and limits); the old one stops working."""
-    from coldbrew.cli.main import connect
 
     with connect(url) as client:
         answer = client.request_json("POST", f"/v1/keys/{key_id}/rotate")
@@ -166,7 +161,6 @@ def audit(
     as_json: JsonOption = False,
 ) -> None:
     """Administrative actions: who, when, what, from where, and how it ended."""
-    from coldbrew.cli.main import connect
 
     params = {k: v for k, v in {"since": since, "actor": actor, "action": action}.items() if v}
     with connect(url) as client:

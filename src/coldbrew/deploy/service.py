@@ -17,7 +17,9 @@ from typing import Any
 
 from coldbrew import errors
 from coldbrew.backends.base import Backend, InstanceSpec
-from coldbrew.registry import Registry
+from coldbrew.deploy.layers import LayerBuilder, read_requirements
+from coldbrew.deploy.model_update import check_handler_kept, model_update
+from coldbrew.registry import Registry, names
 from coldbrew.registry.routes import declare_routes, parse_declared_route
 from coldbrew.runtime.config import (
     BUILTIN_MODEL_HANDLER,
@@ -61,6 +63,9 @@ def check_bundle(bundle: Path, config: FunctionConfig) -> None:
         config.resolved_model_format()
         if not (bundle / config.model).is_file():
             raise errors.DeployError(f"model file '{config.model}' is not in the bundle")
+    for data in (config.quality.reference, config.validation and config.validation.sample):
+        if data and not (bundle / data).is_file():  # drift would be measured against nothing
+            raise errors.DeployError(f"data file '{data}' is not in the bundle")
     if config.handler == BUILTIN_MODEL_HANDLER:
         if config.model is None:
             raise errors.DeployError("the built-in model handler needs `model = '<file>'`")
@@ -84,7 +89,10 @@ class DeployService:
         backend: Backend,
         scheduler: Scheduler,
         allow_pickle: bool = True,
+        layers: LayerBuilder | None = None,
     ) -> None:
+        self.layers = layers
+        """Installs requirements (deploy/layers.py); None: bundles with some are refused."""
         self.allow_pickle = allow_pickle
         """Whether pickle-based models deploy without being marked trusted (docs/SECURITY.md)."""
         self.registry = registry
@@ -99,8 +107,26 @@ class DeployService:
         model_file: str | None = None,
         description: str = "",
         trusted: bool = False,
+        *,
+        model_only: bool = False,
+        replace_handler: bool = False,
+        base: str | None = None,
     ) -> DeployResult:
-        config = config_for_model_file(model_file) if model_file else load_config(bundle)
+        """``model_only``: keep ``base``'s (default ``latest``'s) code and config, with
+        ``model_file`` as its new model (deploy/model_update.py)."""
+        names.check_function_name(name)  # before a trial instance is forked for it
+        if model_only:
+            if not model_file:
+                raise errors.ValidationError("a model-only deploy needs a model file")
+            bundle, config = await asyncio.to_thread(
+                model_update, self.registry, self.store, name, bundle, model_file, trusted, base
+            )
+        elif model_file:
+            if not replace_handler:
+                await asyncio.to_thread(check_handler_kept, self.registry, name, model_file)
+            config = config_for_model_file(model_file)
+        else:
+            config = load_config(bundle)
         if trusted:
             config = config.model_copy(update={"trust_pickle": True})
         check_bundle(bundle, config)
@@ -108,6 +134,7 @@ class DeployService:
             trust = bool(config.trust_pickle) or self.allow_pickle
             fmt = config.resolved_model_format()
             await asyncio.to_thread(check_model_trust, bundle / config.model, fmt, trust)
+        config = await self.prepare_dependencies(bundle, config)
         init_ms = await self.trial_load(name, bundle, config)
         config_json = config.to_json_dict()
         manifest = await asyncio.to_thread(store_folder, self.store, bundle)
@@ -125,6 +152,21 @@ class DeployService:
         await self.scheduler.warm(name)
         log.info("deployed %s version %s (new: %s)", name, record.number, created)
         return DeployResult(name, record.number, digest, created, init_ms)
+
+    async def prepare_dependencies(self, bundle: Path, config: FunctionConfig) -> FunctionConfig:
+        """Install (or find) the layer of the bundle's requirements; conflicts are refused."""
+        if self.layers is None:
+            if read_requirements(bundle, config):
+                raise errors.DeployError("this server does not install bundle requirements")
+            layer = None
+        else:
+            layer = await asyncio.to_thread(self.layers.prepare, bundle, config)
+        return config.model_copy(
+            update={
+                "dependency_layer": layer.path if layer else None,
+                "own_runtime_template": bool(layer and layer.own_template),
+            }
+        )
 
     async def trial_load(self, name: str, bundle: Path, config: FunctionConfig) -> float | None:
         """Load the bundle in a throwaway instance, running the validation sample if any."""

@@ -8,62 +8,42 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.routing import BaseRoute
 
-from coldbrew import __version__
-from coldbrew.gateway import (
-    functions,
-    invoke,
-    lambda_api,
-    observe_routes,
-    oip,
-    security_routes,
-    stream,
-    websocket,
-)
-from coldbrew.gateway.apigateway import admin as apigw_admin
-from coldbrew.gateway.apigateway import handler as apigw_handler
+from coldbrew.gateway import apigateway, lambda_api, native, oip, openapi, stream, websocket
 from coldbrew.gateway.auth import SecurityMiddleware
-from coldbrew.gateway.errors import EXCEPTION_HANDLERS, json_response
-from coldbrew.gateway.fastpath import InvokeFastPath
-from coldbrew.jobs.events import EventRunner
+from coldbrew.gateway.errors import EXCEPTION_HANDLERS
+from coldbrew.gateway.native.fastpath import InvokeFastPath
+from coldbrew.gateway.policy import OPEN, Endpoint, EndpointTable
+from coldbrew.jobs.batch import BatchJobs
+from coldbrew.jobs.service import AsyncInvocations
+from coldbrew.jobs.sources import EventSources
 from coldbrew.platform import Platform
 from coldbrew.settings import Settings
 
 
-async def health(request: Request) -> Response:
-    return json_response(200, {"status": "ok", "version": __version__})
+def endpoints() -> list[Endpoint]:
+    """Every endpoint of every protocol, in routing order. To add one, add an ``Endpoint`` to
+    its protocol's ``endpoints()`` (docs/ARCHITECTURE.md, "Adding an endpoint")."""
+    return [
+        *native.endpoints(),
+        Endpoint("/openapi.json", openapi.openapi_json, "GET", OPEN),
+        *apigateway.endpoints(),
+        *lambda_api.endpoints(),
+        *oip.endpoints(),
+        *websocket.endpoints(),
+        *stream.endpoints(),
+        apigateway.catch_all(),  # last: it takes every path
+    ]
+
+
+def table() -> EndpointTable:
+    return EndpointTable(endpoints())
 
 
 def routes() -> list[BaseRoute]:
-    return [
-        Route("/healthz", health, methods=["GET"]),
-        Route("/v1/functions", functions.list_functions, methods=["GET"]),
-        Route("/v1/functions", functions.deploy, methods=["POST"]),
-        Route("/v1/functions/{name}", functions.get_function, methods=["GET"]),
-        Route("/v1/functions/{name}", functions.delete_function, methods=["DELETE"]),
-        Route("/v1/functions/{name}/versions", functions.list_versions, methods=["GET"]),
-        Route("/v1/functions/{name}/aliases", functions.list_aliases, methods=["GET"]),
-        Route("/v1/functions/{name}/aliases/{alias}", functions.put_alias, methods=["PUT"]),
-        Route("/v1/functions/{name}/aliases/{alias}", functions.delete_alias, methods=["DELETE"]),
-        Route("/v1/functions/{name}/invoke", invoke.invoke, methods=["POST"]),
-        Route("/v1/routes", apigw_admin.list_routes, methods=["GET"]),
-        Route("/v1/routes", apigw_admin.add_route, methods=["POST"]),
-        Route("/v1/routes/{route_id}", apigw_admin.delete_route, methods=["DELETE"]),
-        Route("/2015-03-31/functions", lambda_api.list_functions, methods=["GET"]),
-        Route("/2015-03-31/functions/", lambda_api.list_functions, methods=["GET"]),
-        Route("/2015-03-31/functions/{function}", lambda_api.get_function, methods=["GET"]),
-        Route("/2015-03-31/functions/{function}/invocations", lambda_api.invoke, methods=["POST"]),
-        *security_routes.routes(),
-        *observe_routes.routes(),
-        *oip.routes(),
-        *websocket.routes(),
-        WebSocketRoute("/stream/{name}", stream.stream_endpoint),
-        # Last: API Gateway routes take whatever no route above did (else JSON NOT_FOUND).
-        Route("/{path:path}", apigw_handler.serve, methods=apigw_handler.METHODS),
-    ]
+    """The Starlette routes of the table (for tools that read them, as ``openapi`` does)."""
+    return table().routes
 
 
 def create_app(
@@ -77,6 +57,9 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await platform.start()
         await app.state.events.start()
+        await app.state.batch.start()  # batch jobs: claims, runs, resumes (jobs/batch.py)
+        await app.state.sources.start()  # [[event_source]] tables (jobs/sources/)
+        await websocket.start_ownership(app)  # @connections across gateways (with Redis)
         if freeze_startup:
             # Modules, the app, engines and caches live as long as the server: frozen, they
             # are not walked by every full collection (measured at 64 connections: GC time
@@ -86,16 +69,25 @@ def create_app(
         try:
             yield
         finally:
+            await websocket.stop_ownership(app)
+            await app.state.sources.stop()
+            await app.state.batch.stop()
             await app.state.events.stop()
             await platform.stop()
 
+    endpoint_table = table()
     app = Starlette(
-        routes=routes(),
+        routes=endpoint_table.routes,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         # Security first: nothing, not even the fast path, runs before a request is let in.
-        middleware=[Middleware(SecurityMiddleware), Middleware(InvokeFastPath)],
+        middleware=[
+            Middleware(SecurityMiddleware, table=endpoint_table),
+            Middleware(InvokeFastPath),
+        ],
         lifespan=lifespan,
     )
     app.state.platform = platform
-    app.state.events = EventRunner(platform.scheduler)
+    app.state.events = AsyncInvocations.from_platform(platform)  # durable async (jobs/)
+    app.state.batch = BatchJobs.from_platform(platform)
+    app.state.sources = EventSources.from_app(platform, app.state.events, app.state.batch)
     return app

@@ -2,12 +2,15 @@
 
 It is the outermost layer (before the invocation fast path), so no protocol can skip it:
 native REST, the Lambda API, Open Inference v2, WebSocket handshakes, API Gateway routes and
-the dashboards all pass through ``__call__``. What each endpoint needs comes from
-``policy.classify``; handlers that learn a function only from the body (deploy, routes,
-@connections, API Gateway routes) finish the check with :func:`require_function`.
+the dashboards all pass through ``__call__``. What each endpoint needs comes from the route
+table it is given (``policy.EndpointTable.classify``, the same entries as the router's);
+handlers that learn a function only from the body (deploy, routes, @connections, API Gateway
+routes) finish the check with :func:`require_function`.
 
-With auth off (loopback, the default) every caller is the anonymous admin, but function rate
-limits, deadlines and the audit log still apply.
+With auth off (loopback, the default) every caller is the anonymous admin, but deadlines and
+the audit log still apply. Rate limits and quotas are not checked here: they are a property of
+an invocation, so the data plane applies them (``coldbrew.dataplane.limits``), once per
+invocation on every protocol, WebSocket messages included.
 """
 
 from __future__ import annotations
@@ -22,14 +25,13 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from coldbrew import errors
-from coldbrew.gateway.errors import STATUS_BY_CODE
-from coldbrew.gateway.policy import Rule, classify
+from coldbrew.core.network import client_ip, in_any
+from coldbrew.gateway.errors import AWS_ERROR_TYPES
+from coldbrew.gateway.policy import EndpointTable, Rule
 from coldbrew.security import audit, keys
 from coldbrew.security.errors import DeadlineExceeded, Forbidden, Unauthorized
 from coldbrew.security.keyring import principal_of
-from coldbrew.security.limits import Decision
-from coldbrew.security.network import client_ip, in_any
-from coldbrew.security.principal import ANONYMOUS, CALLER, Principal
+from coldbrew.security.principal import ANONYMOUS, Principal
 from coldbrew.security.service import Security
 
 log = logging.getLogger("coldbrew.auth")
@@ -63,8 +65,9 @@ def note_audit(connection: HTTPConnection, **details: Any) -> None:
 
 
 class SecurityMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, table: EndpointTable) -> None:
         self.app = app
+        self.table = table
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -73,7 +76,7 @@ class SecurityMiddleware:
         platform = scope["app"].state.platform
         security: Security = platform.security
         method = "WEBSOCKET" if scope["type"] == "websocket" else scope["method"]
-        rule = classify(method, scope["path"])
+        rule = self.table.classify(method, scope["path"])
         ip = client_ip(scope, security.trusted_proxies)
         recorder = _Recorder(send) if rule.audit else None
         send = recorder.send if recorder else send
@@ -82,19 +85,14 @@ class SecurityMiddleware:
             principal = await self._authorize(security, rule, scope, ip)
             scope[PRINCIPAL] = principal
             deadline_s = _deadline(scope, security.max_request_s)
-            decision = await self._limit(platform, security, rule, principal)
         except errors.ColdbrewError as exc:
-            await _deny(scope, send, exc, getattr(exc, "decision", None))
+            await _deny(scope, send, exc)
             if recorder:
                 self._audit(security, rule, scope, principal, ip, recorder)
             return
-        if decision is not None:
-            send = _with_limit_headers(send, decision)
-        token = CALLER.set(principal.caller)
         try:
             await self._call(scope, receive, send, deadline_s)
         finally:
-            CALLER.reset(token)
             if recorder:
                 self._audit(security, rule, scope, principal, ip, recorder)
 
@@ -117,7 +115,7 @@ class SecurityMiddleware:
         except TimeoutError:
             if not started:
                 exc = DeadlineExceeded(f"the request's deadline of {deadline * 1000:.0f} ms passed")
-                await _deny(scope, send, exc, None)
+                await _deny(scope, send, exc)
 
     # --- authentication and authorisation -------------------------------------------------------
     async def _authorize(
@@ -135,27 +133,6 @@ class SecurityMiddleware:
         if rule.kind == "global" and not principal.is_global:
             raise Forbidden("this view covers every function; it needs a key scoped to '*'")
         return principal
-
-    async def _limit(
-        self, platform: Any, security: Security, rule: Rule, principal: Principal
-    ) -> Decision | None:
-        if not rule.limited:
-            return None
-        rate = burst = None
-        if rule.function:
-            try:
-                version = await platform.scheduler.resolve(rule.function, None)
-                rate, burst = version.config.rate_limit, version.config.burst
-            except errors.ColdbrewError:
-                pass  # the handler answers for a missing function
-        if not rate and not principal.limits.any():
-            return None
-        decision = await security.limiter.check(
-            principal.caller, principal.limits, rule.function, rate, burst
-        )
-        if decision is not None and not decision.allowed:
-            raise _refusal(decision)
-        return decision
 
     def _audit(
         self,
@@ -233,60 +210,31 @@ def _deadline(scope: Scope, cap_s: float) -> float | None:
     for name, value in scope.get("headers", []):
         if name == DEADLINE_HEADER:
             text = value.decode("latin-1").strip()
-            if not text.isdigit() or int(text) <= 0:
+            # isascii: '²'.isdigit() is true, int('²') fails; past 18 digits (30 million
+            # years) int() is spared the work and the cap applies all the same.
+            digits = text.isascii() and text.isdigit()
+            ms = (int(text) if len(text) <= 18 else 10**18) if digits else 0
+            if ms <= 0:
                 raise errors.ValidationError(
                     "X-Coldbrew-Deadline-Ms must be a positive number of milliseconds"
                 )
-            return min(int(text) / 1000, cap_s)
+            return min(ms / 1000, cap_s)
     return None
 
 
-def _refusal(decision: Decision) -> errors.Throttled:
-    from coldbrew.security.errors import QuotaExceeded, RateLimited
-
-    cls = QuotaExceeded if decision.code == "QUOTA_EXCEEDED" else RateLimited
-    what = "quota" if cls is QuotaExceeded else "rate limit"
-    exc = cls(f"{what} exceeded; retry in {decision.retry_after_s} s", decision.retry_after_s)
-    exc.decision = decision  # type: ignore[attr-defined]
-    return exc
-
-
-def limit_headers(decision: Decision) -> list[tuple[bytes, bytes]]:
-    return [
-        (b"ratelimit-limit", str(decision.limit).encode()),
-        (b"ratelimit-remaining", str(decision.remaining).encode()),
-        (b"ratelimit-reset", str(decision.reset_s).encode()),
-    ]
-
-
-def _with_limit_headers(send: Send, decision: Decision) -> Send:
-    async def wrapped(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            message = {
-                **message,
-                "headers": [*message.get("headers", []), *limit_headers(decision)],
-            }
-        await send(message)
-
-    return wrapped
-
-
-async def _deny(
-    scope: Scope, send: Send, exc: errors.ColdbrewError, decision: Decision | None
-) -> None:
+async def _deny(scope: Scope, send: Send, exc: errors.ColdbrewError) -> None:
     """The JSON error, on HTTP; on a WebSocket handshake the same as an HTTP response when the
     server supports it, else a close before accept (the client sees 403)."""
-    status = STATUS_BY_CODE.get(exc.code, 500)
+    status = exc.status
     body: dict[str, Any] = {"error": exc.to_dict(), "message": exc.message}
     headers = [(b"content-type", b"application/json")]
     if isinstance(exc, errors.Throttled):
         headers.append((b"retry-after", str(exc.retry_after_s).encode()))
-    if decision is not None:
-        headers.extend(limit_headers(decision))
     if status == 401:
         headers.append((b"www-authenticate", b'Bearer realm="coldbrew"'))
     if scope["path"].startswith(("/2015-03-31/", "/ws/@connections")):
-        headers.append((b"x-amzn-errortype", _AWS_TYPES.get(status, "ServiceException").encode()))
+        error_type = AWS_ERROR_TYPES.get(exc.code, "ServiceException")
+        headers.append((b"x-amzn-errortype", error_type.encode()))
     payload = orjson.dumps(body)
     if scope["type"] == "websocket":
         if "websocket.http.response" in scope.get("extensions", {}):
@@ -298,16 +246,6 @@ async def _deny(
         return
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
-
-
-_AWS_TYPES = {
-    401: "UnrecognizedClientException",
-    403: "AccessDeniedException",
-    404: "ResourceNotFoundException",
-    429: "TooManyRequestsException",
-    400: "InvalidRequestContentException",
-    504: "ServiceException",
-}
 
 
 class _Recorder:

@@ -1,4 +1,5 @@
-"""The one place core errors become HTTP: status codes and the JSON error body.
+"""The one place errors become HTTP: the JSON error body, with the status each error declares
+(``coldbrew.errors``: ``ColdbrewError.status``, ``errors.status_of(code)``).
 
 Every error leaves the gateway as ``{"error": {"code": ..., "message": ...}}`` with a stable code;
 an unexpected exception becomes INTERNAL_ERROR with a request id, never a traceback.
@@ -15,31 +16,30 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from coldbrew import errors
+from coldbrew.dataplane.limits import limit_headers
+from coldbrew.security.errors import Forbidden, QuotaExceeded, RateLimited, Unauthorized
 
 log = logging.getLogger("coldbrew.gateway")
 
-STATUS_BY_CODE: dict[str, int] = {
-    errors.ValidationError.code: 400,
-    errors.NotFound.code: 404,
-    errors.Conflict.code: 409,
-    errors.PayloadTooLarge.code: 413,
-    errors.Throttled.code: 429,
-    errors.DeployError.code: 422,
-    errors.FunctionError.code: 500,
-    errors.InvocationTimeout.code: 504,
-    errors.OutOfMemory.code: 502,
-    errors.InstanceCrashed.code: 502,
-    "ARTIFACT_TAMPERED": 500,
-    "MODEL_LOAD_ERROR": 422,
-    "METHOD_NOT_ALLOWED": 405,
-    "UNAUTHORIZED": 401,
-    "FORBIDDEN": 403,
-    "RATE_LIMITED": 429,
-    "QUOTA_EXCEEDED": 429,
-    "DEADLINE_EXCEEDED": 504,
-    "UNTRUSTED_ARTIFACT": 422,
-    "UNSUPPORTED_MEDIA_TYPE": 415,
+# Codes that exist only here (no ColdbrewError raises them) get their status the same way.
+errors.declare("METHOD_NOT_ALLOWED", 405)
+errors.declare("UNSUPPORTED_MEDIA_TYPE", 415)
+# An instance's code: runtime/features.py declares it there too, but the gateway process never
+# imports that module, so without this line the caller got a 500 for a feature outage.
+errors.declare("FEATURES_UNAVAILABLE", 503)
+
+AWS_ERROR_TYPES: dict[str, str] = {
+    errors.NotFound.code: "ResourceNotFoundException",
+    errors.Throttled.code: "TooManyRequestsException",
+    RateLimited.code: "TooManyRequestsException",
+    QuotaExceeded.code: "TooManyRequestsException",
+    errors.PayloadTooLarge.code: "RequestEntityTooLargeException",
+    errors.ValidationError.code: "InvalidRequestContentException",
+    Unauthorized.code: "UnrecognizedClientException",
+    Forbidden.code: "AccessDeniedException",
 }
+"""The AWS error type (``x-amzn-ErrorType``) of a code, on the Lambda API and @connections:
+botocore raises its exception class by this name. Any other code is a ``ServiceException``."""
 
 
 def json_response(status: int, content: Any, headers: dict[str, str] | None = None) -> Response:
@@ -55,15 +55,18 @@ def error_response(
     headers: dict[str, str] | None = None,
     **details: Any,
 ) -> Response:
-    status = status or STATUS_BY_CODE.get(code, 500)
+    status = status or errors.status_of(code)
     return json_response(status, {"error": {"code": code, "message": message, **details}}, headers)
 
 
 def from_exception(exc: errors.ColdbrewError, headers: dict[str, str] | None = None) -> Response:
     headers = dict(headers or {})
-    if isinstance(exc, errors.Throttled):
+    if isinstance(exc, errors.Throttled | errors.InitError):
         headers["Retry-After"] = str(exc.retry_after_s)
-    return error_response(exc.code, exc.message, headers=headers, **exc.details)
+    decision = getattr(exc, "decision", None)
+    if decision is not None:  # a refused rate limit or quota: say where the caller stands
+        headers.update(limit_headers(decision))
+    return error_response(exc.code, exc.message, exc.status, headers, **exc.details)
 
 
 async def handle_coldbrew_error(request: Request, exc: Exception) -> Response:

@@ -1,8 +1,10 @@
-"""What each endpoint of each protocol requires: a permission, and the function it concerns.
+"""The gateway's one route table: every endpoint of every protocol with its access rule.
 
-One table for every route the gateway serves, so that no endpoint can be added without
-deciding its access rule; ``tests/security/test_security_matrix.py`` checks every row for every
-role. Kinds of rule:
+An :class:`Endpoint` is a path, a handler, its methods and what it requires; the table makes
+both the Starlette routes and the rule lookup of the security middleware from the same entries,
+in the same order, so the router and the middleware cannot disagree (a route without a rule
+cannot be written). ``tests/security/test_security_matrix.py`` checks every role against it.
+Kinds of rule:
 
 - ``open``: no credentials (health probes).
 - ``function``: the path names a function; outside the caller's scope it is NOT_FOUND,
@@ -12,19 +14,25 @@ role. Kinds of rule:
   Gateway routes).
 - ``global``: aggregate views over every function (metrics, dashboard, usage, cost, alerts):
   only for callers scoped to ``*``, since they would reveal other functions.
-- ``admin``: keys and the audit log.
+- ``admin``: keys, secrets, the audit log and garbage collection.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from typing import Literal
+import functools
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from coldbrew import errors
-from coldbrew.gateway.invoke import split_qualifier
+from coldbrew.gateway.targets import parse_function_name, split_qualifier
+from coldbrew.registry.routes import reserved_prefix
 
 Kind = Literal["open", "function", "any", "global", "admin"]
+WEBSOCKET = "WEBSOCKET"
+"""The method of a WebSocket handshake, for the table and :meth:`EndpointTable.classify`."""
 
 
 @dataclass(frozen=True)
@@ -34,86 +42,127 @@ class Rule:
     function: str | None = None
     audit: str | None = None
     """Name of the administrative action, recorded in the audit log."""
-    limited: bool = False
-    """An invocation: the caller's rate limits and quotas apply."""
+
+    def resolve(self, params: Mapping[str, str], path: str) -> Rule:
+        return self
+
+
+class AccessRule(Protocol):
+    """A rule, or what makes one from the path parameters of the request (the function)."""
+
+    def resolve(self, params: Mapping[str, str], path: str) -> Rule: ...
+
+
+@dataclass(frozen=True)
+class FunctionRule:
+    """The path names the function: ``{function}`` in the Lambda API (a name, partial or full
+    ARN), ``{name}`` everywhere else (a name with an optional ``:qualifier``)."""
+
+    permission: str
+    audit: str | None = None
+
+    def resolve(self, params: Mapping[str, str], path: str) -> Rule:
+        if "function" in params:
+            try:
+                name = parse_function_name(params["function"], None)[0]
+            except errors.ColdbrewError:
+                name = params["function"]  # the handler answers the bad name
+        else:
+            name = split_qualifier(params["name"])[0]
+        return Rule("function", self.permission, name, self.audit)
 
 
 OPEN = Rule("open")
-_SEG = r"([^/]+)"
+FALLBACK = Rule("any", "invoke")
+"""Whatever no endpoint takes goes to the API Gateway catch-all, which checks the function of
+the route it matches."""
+RESERVED = Rule("any", "read")
+"""A path under coldbrew's own prefixes that no endpoint serves (a typo like
+``/v1/functoins``): never a route's (registry/routes.RESERVED_PREFIXES), so the catch-all
+answers NOT_FOUND; any authenticated caller may learn that, whatever its role."""
 
 
-def _lambda_name(raw: str) -> str:
-    from coldbrew.gateway.lambda_api import parse_function_name
+class CatchAllRule:
+    """The API Gateway catch-all: RESERVED under coldbrew's prefixes, else FALLBACK."""
 
-    try:
-        return parse_function_name(raw, None)[0]
-    except errors.ColdbrewError:
-        return raw
+    def resolve(self, params: Mapping[str, str], path: str) -> Rule:
+        return RESERVED if reserved_prefix(path) else FALLBACK
 
 
-def _native_name(raw: str) -> str:
-    return split_qualifier(raw)[0]
+def function(permission: str, audit: str | None = None) -> FunctionRule:
+    return FunctionRule(permission, audit)
 
 
-# (methods or None for any, path pattern, rule factory from the groups)
-_TABLE: list[tuple[frozenset[str] | None, re.Pattern[str], object]] = []
+def anyone(permission: str, audit: str | None = None) -> Rule:
+    return Rule("any", permission, audit=audit)
 
 
-def _add(methods: str | None, pattern: str, rule: object) -> None:
-    chosen = frozenset(methods.split()) if methods else None
-    _TABLE.append((chosen, re.compile(f"^{pattern}$"), rule))
+def admin(audit: str | None = None) -> Rule:
+    return Rule("admin", "admin", audit=audit)
 
 
-def _fn(permission: str, audit: str | None = None, limited: bool = False, lam: bool = False):  # type: ignore[no-untyped-def]
-    def make(groups: tuple[str, ...]) -> Rule:
-        name = _lambda_name(groups[0]) if lam else _native_name(groups[0])
-        return Rule("function", permission, name, audit, limited)
-
-    return make
+GLOBAL_READ = Rule("global", "read")
 
 
-_add("GET HEAD", "/healthz", OPEN)
-_add("GET HEAD", "/v2/health/(live|ready)", OPEN)
-_add("GET", "/v1/functions", Rule("any", "read"))
-_add("POST", "/v1/functions", Rule("any", "deploy", audit="function.deploy"))
-_add("GET", f"/v1/functions/{_SEG}", _fn("read"))
-_add("DELETE", f"/v1/functions/{_SEG}", _fn("deploy", "function.delete"))
-_add("GET", f"/v1/functions/{_SEG}/(?:versions|aliases|logs)", _fn("read"))
-_add("PUT", f"/v1/functions/{_SEG}/aliases/[^/]+", _fn("deploy", "alias.set"))
-_add("DELETE", f"/v1/functions/{_SEG}/aliases/[^/]+", _fn("deploy", "alias.delete"))
-_add("POST", f"/v1/functions/{_SEG}/invoke", _fn("invoke", limited=True))
-_add("GET", "/v1/routes", Rule("any", "read"))
-_add("POST", "/v1/routes", Rule("any", "deploy", audit="route.add"))
-_add("DELETE", "/v1/routes/[^/]+", Rule("any", "deploy", audit="route.delete"))
-_add("GET", "/v1/keys", Rule("admin", "admin"))
-_add("POST", "/v1/keys", Rule("admin", "admin", audit="key.create"))
-_add("DELETE", "/v1/keys/[^/]+", Rule("admin", "admin", audit="key.revoke"))
-_add("POST", "/v1/keys/[^/]+/rotate", Rule("admin", "admin", audit="key.rotate"))
-_add("GET", "/v1/audit", Rule("admin", "admin"))
-_add("GET", "/(?:metrics|ui|v1/stats|v1/alerts|v1/usage|v1/cost)", Rule("global", "read"))
-_add("GET", "/2015-03-31/functions/?", Rule("any", "read"))
-_add("GET", f"/2015-03-31/functions/{_SEG}", _fn("read", lam=True))
-_add("POST", f"/2015-03-31/functions/{_SEG}/invocations", _fn("invoke", limited=True, lam=True))
-_add("GET", "/v2", Rule("any", "read"))
-_add("GET", f"/v2/models/{_SEG}(?:/versions/[^/]+)?(?:/ready)?", _fn("read"))
-_add("POST", f"/v2/models/{_SEG}(?:/versions/[^/]+)?/infer", _fn("invoke", limited=True))
-_add(None, "/ws/@connections/[^/]+", Rule("any", "invoke"))
-_add("WEBSOCKET", f"/ws/{_SEG}", _fn("invoke", limited=True))
-_add("WEBSOCKET", f"/stream/{_SEG}", _fn("invoke", limited=True))
+@dataclass(frozen=True)
+class Endpoint:
+    """One row of the table: ``methods`` is space-separated (``"GET"``, ``"PUT POST"``), or
+    ``"WEBSOCKET"`` for a WebSocket endpoint."""
 
-# Whatever no route above takes goes to the API Gateway catch-all, which checks the function of
-# the route it matches.
-FALLBACK = Rule("any", "invoke", limited=True)
+    path: str
+    endpoint: Callable[..., Any]
+    methods: str
+    rule: AccessRule
+    route: BaseRoute = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        chosen = self.methods.split()
+        if chosen == [WEBSOCKET]:
+            route: BaseRoute = WebSocketRoute(self.path, self.endpoint)
+        else:
+            if not chosen or WEBSOCKET in chosen:
+                raise ValueError(f"{self.path}: methods {self.methods!r} (WEBSOCKET goes alone)")
+            route = Route(self.path, self.endpoint, methods=chosen)
+        object.__setattr__(self, "route", route)
 
 
-def classify(method: str, path: str) -> Rule:
-    """The rule for one request. ``method`` is ``WEBSOCKET`` for a WebSocket handshake."""
-    if method == "HEAD":  # Starlette serves HEAD with the GET handler: same rule
-        method = "GET"
-    for methods, pattern, rule in _TABLE:
-        if methods is not None and method not in methods:
-            continue
-        found = pattern.match(path)
-        if found:
-            return rule if isinstance(rule, Rule) else rule(found.groups())  # type: ignore[operator]
-    return FALLBACK
+CLASSIFY_CACHE = 4096
+CACHED_PATH_CHARS = 256
+"""How many (method, path) rules a table remembers, and the longest path it remembers (so the
+cache stays within about 1 MB whatever paths callers send)."""
+
+
+class EndpointTable:
+    """The endpoints in routing order: :attr:`routes` for Starlette, :meth:`classify` for the
+    security middleware. Both take the first entry whose path and method match, as the
+    router does."""
+
+    def __init__(self, endpoints: Iterable[Endpoint]) -> None:
+        self.endpoints = list(endpoints)
+        self.routes: list[BaseRoute] = [e.route for e in self.endpoints]
+        self._match = []
+        for entry in self.endpoints:
+            route = entry.route
+            # Starlette adds HEAD to every GET route; a WebSocket route has no methods.
+            methods = frozenset(getattr(route, "methods", None) or {WEBSOCKET})
+            self._match.append((methods, route.path_regex, entry.rule))  # type: ignore[attr-defined]
+        # A rule depends on the method and the path alone, so the hot paths (one invoke URL
+        # per function) are matched once; bounded, since paths are the caller's to choose.
+        self._cached = functools.lru_cache(maxsize=CLASSIFY_CACHE)(self._classify)
+
+    def classify(self, method: str, path: str) -> Rule:
+        """The rule for one request. ``method`` is ``WEBSOCKET`` for a WebSocket handshake."""
+        if len(path) > CACHED_PATH_CHARS:  # a long path is matched, never remembered
+            return self._classify(method, path)
+        return self._cached(method, path)
+
+    def _classify(self, method: str, path: str) -> Rule:
+        if method == "HEAD":  # Starlette serves HEAD with the GET handler: same rule
+            method = "GET"
+        for methods, pattern, rule in self._match:
+            if method in methods:
+                found = pattern.match(path)
+                if found:
+                    return rule.resolve(found.groupdict(), path)
+        # No endpoint takes this method on this path: the router answers 405 or NOT_FOUND.
+        return RESERVED if reserved_prefix(path) else FALLBACK

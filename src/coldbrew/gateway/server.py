@@ -9,7 +9,7 @@ import uvicorn
 
 from coldbrew import errors
 from coldbrew.gateway.app import create_app
-from coldbrew.gateway.http_protocol import CoalescingHttpToolsProtocol
+from coldbrew.gateway.http_protocol import CoalescingHttpToolsProtocol, HttpLimits
 from coldbrew.settings import Settings
 
 
@@ -26,6 +26,16 @@ def tls_options(settings: Settings) -> dict[str, Any]:
     if settings.tls_cert is None or settings.tls_key is None:
         raise errors.ValidationError("TLS needs both COLDBREW_TLS_CERT and COLDBREW_TLS_KEY")
     return {"ssl_certfile": str(settings.tls_cert), "ssl_keyfile": str(settings.tls_key)}
+
+
+def http_limits(settings: Settings) -> HttpLimits:
+    """Bounds on slow and oversized requests (gateway/http_protocol.py)."""
+    return HttpLimits(
+        header_timeout_s=settings.header_timeout_s,
+        body_timeout_s=settings.body_timeout_s,
+        max_header_count=settings.max_header_count,
+        max_header_bytes=settings.max_header_bytes,
+    )
 
 
 def build_server(settings: Settings) -> uvicorn.Server:
@@ -48,7 +58,7 @@ def build_server(settings: Settings) -> uvicorn.Server:
         # X-Forwarded-For is judged by the security middleware (COLDBREW_TRUSTED_PROXIES);
         # uvicorn's own handling would believe any loopback peer.
         proxy_headers=False,
-        http=CoalescingHttpToolsProtocol,
+        http=CoalescingHttpToolsProtocol.with_limits(http_limits(settings)),
         **tls_options(settings),
     )
     return uvicorn.Server(config)

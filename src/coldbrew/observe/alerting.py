@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -34,13 +35,19 @@ class AlertManager:
         webhooks: list[str],
         interval_s: float = 5.0,
         baseline_s: float = 3600.0,
+        per_version: bool = True,
     ) -> None:
         self.window = window
+        self.per_version = per_version
+        """Also evaluate each version of a function that ran more than one version in the
+        window (a split, a rollout): alerts labelled ``name:version``."""
         self.config = config
         self.webhooks = webhooks
         self.interval_s = interval_s
         self.baseline_s = baseline_s
         self.active: dict[tuple[str, str], dict[str, Any]] = {}
+        self.sources: list[Callable[[float], list[Evaluation]]] = []
+        """More rules, evaluated each pass (feedback quality: ``observe/quality.py``)."""
         self.history: list[dict[str, Any]] = []
         self._task: asyncio.Task[None] | None = None
         self._deliveries: set[asyncio.Task[None]] = set()
@@ -73,17 +80,42 @@ class AlertManager:
         now = time.time() if now is None else now
         self.window.trim(now)
         start = now - self.config.window_s
-        functions = self.window.functions() | {f for _, f in self.active}
+        functions = self.window.functions() | {f for _, f in self.active if ":" not in f}
         evaluations: list[Evaluation] = []
         for function in sorted(functions):
-            stats = summarize(self.window.since(start, function))
+            usages = self.window.since(start, function)
+            stats = summarize(usages)
             evaluations += evaluate(function, stats, self.config, self._baseline(function, now))
+            if self.per_version:
+                evaluations += self._per_version(function, usages)
+        for source in self.sources:
+            evaluations += source(now)
+        evaluations += self._gone_versions(evaluations)
         fired, resolved = transitions(set(self.active), evaluations)
         events = [self._event("firing", e, now) for e in fired]
         events += [self._event("resolved", e, now) for e in resolved]
         for event in events:
             self._publish(event)
         return events
+
+    def _per_version(self, function: str, usages: list[Any]) -> list[Evaluation]:
+        versions = sorted({u.version for u in usages})
+        if len(versions) < 2:
+            return []
+        out: list[Evaluation] = []
+        for version in versions:
+            stats = summarize(u for u in usages if u.version == version)
+            out += evaluate(f"{function}:{version}", stats, self.config)[:3]  # no cost rule
+        return out
+
+    def _gone_versions(self, evaluations: list[Evaluation]) -> list[Evaluation]:
+        """A per-version alert whose function no longer splits its traffic resolves."""
+        seen = {e.key for e in evaluations}
+        return [
+            Evaluation(rule, label, False, None, 0.0, f"{label}: no longer receives traffic")
+            for rule, label in self.active
+            if ":" in label and (rule, label) not in seen
+        ]
 
     def _baseline(self, function: str, now: float) -> float | None:
         """Average spend per window-length over the trailing ``baseline_s`` before the window;
@@ -97,6 +129,14 @@ class AlertManager:
         trailing = [u for u in self.window.since(window_start - span, function)]
         cost = sum(u.cost_usd for u in trailing if u.started_at < window_start)
         return cost / span * self.config.window_s
+
+    def announce(self, rule: str, function: str, message: str, **details: Any) -> dict[str, Any]:
+        """A one-off event that no rule evaluates (a rollout rolled back): sent to the log and
+        the webhooks like a firing alert, kept in the recent history, never "active"."""
+        event = {"state": "firing", "at": time.time(), "rule": rule, "function": function}
+        event.update(firing=True, message=message, **details)
+        self._publish(event)
+        return event
 
     def _event(self, state: str, e: Evaluation, now: float) -> dict[str, Any]:
         event = {"state": state, "at": now, **asdict(e)}

@@ -1,23 +1,17 @@
 """Writes usage records to the meter off the hot path.
 
-The observer only appends to an in-memory list; a background task flushes it every
-``interval_s`` in one multi-row insert on a worker thread. If the database is down the batch is
-kept (up to ``max_pending`` records, then the oldest are dropped and counted) and retried, so
-the invocation path never waits for, or fails because of, the meter.
+One multi-row insert per flush; batching, retries and the bound on what is kept are
+``observe.batch_writer``'s.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from coldbrew.observe.batch_writer import BatchWriter
 from coldbrew.observe.usage import Usage
 from coldbrew.registry.meter import MeterStore
-
-log = logging.getLogger("coldbrew.meter")
 
 
 def row_of(usage: Usage) -> dict[str, Any]:
@@ -39,45 +33,17 @@ def row_of(usage: Usage) -> dict[str, Any]:
     }
 
 
-class MeterWriter:
+class MeterWriter(BatchWriter):
+    what = "meter records"
+
     def __init__(
         self, store: MeterStore, interval_s: float = 0.5, max_pending: int = 100_000
     ) -> None:
+        super().__init__(interval_s, max_pending)
         self.store = store
-        self.interval_s = interval_s
-        self.max_pending = max_pending
-        self.pending: list[dict[str, Any]] = []
-        self.dropped = 0
-        self._task: asyncio.Task[None] | None = None
 
     def add(self, usage: Usage) -> None:
-        self.pending.append(row_of(usage))
-        overflow = len(self.pending) - self.max_pending
-        if overflow > 0:
-            del self.pending[:overflow]
-            self.dropped += overflow
+        self._append(row_of(usage))
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self.flush()
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            await self.flush()
-
-    async def flush(self) -> None:
-        batch, self.pending = self.pending, []
-        if not batch:
-            return
-        try:
-            await asyncio.to_thread(self.store.insert, batch)
-        except Exception as exc:
-            log.warning("meter write of %d records failed, will retry: %s", len(batch), exc)
-            self.pending[:0] = batch
+    def _write(self, batch: list[dict[str, Any]]) -> None:
+        self.store.insert(batch)

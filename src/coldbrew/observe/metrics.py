@@ -16,7 +16,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from coldbrew.observe.pricing import PriceTable, provisioned_cost
+from coldbrew.core.pricing import PriceTable, provisioned_cost
 from coldbrew.observe.usage import Usage
 
 OTHER = "_other"

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from coldbrew.observe.pricing import PriceTable, always_on_cost
+from coldbrew.core.pricing import PriceTable, always_on_cost
 
 
 def _row(key: str, totals: dict[str, Any], prices: PriceTable) -> dict[str, Any]:

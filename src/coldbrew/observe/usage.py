@@ -10,15 +10,14 @@ from __future__ import annotations
 import time
 from typing import Any, NamedTuple, Protocol
 
-from coldbrew.observe.pricing import PriceTable, billed_ms, charge
+from coldbrew.core.pricing import PriceTable, billed_ms, charge
 
 UNBILLED = frozenset({"THROTTLED", "NOT_FOUND", "VALIDATION_ERROR", "PAYLOAD_TOO_LARGE"})
 """Platform failures where the handler never ran: free, as a throttled Lambda request is."""
 
 
 class OutcomeLike(Protocol):
-    """The fields of ``coldbrew.scaling.scheduler.Outcome`` read here (observe never imports
-    scaling: imports flow the other way)."""
+    """The fields of ``coldbrew.core.outcome.Outcome`` read here."""
 
     request_id: str
     function_name: str
@@ -31,6 +30,7 @@ class OutcomeLike(Protocol):
     qualifier: str | None
     platform_error: str | None
     wall_ms: float
+    caller: str | None
 
 
 class Usage(NamedTuple):
@@ -70,6 +70,8 @@ def usage_of(outcome: OutcomeLike, prices: PriceTable, now: float | None = None)
     else:
         status = "OK"
     billed = None if status in UNBILLED else billed_ms(outcome.duration_ms)
+    if getattr(outcome, "cache", None) == "hit":
+        billed = 0  # the prediction cache answered: the request is charged, no duration
     bill = charge(prices, outcome.memory_mb, billed)
     return Usage(
         request_id=outcome.request_id,
@@ -86,4 +88,5 @@ def usage_of(outcome: OutcomeLike, prices: PriceTable, now: float | None = None)
         cold_start=outcome.cold_start,
         init_ms=outcome.init_ms,
         status=status,
+        caller=outcome.caller,
     )

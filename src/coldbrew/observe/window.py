@@ -17,6 +17,7 @@ from coldbrew.observe.usage import Usage
 
 _STARTED_AT = Usage._fields.index("started_at")
 _FUNCTION = Usage._fields.index("function")
+_VERSION = Usage._fields.index("version")
 
 
 @dataclass(frozen=True)
@@ -98,13 +99,21 @@ class Window:
     def all(self) -> list[Usage]:
         return [Usage._make(row) for row in self._rows]
 
-    def since(self, start: float, function: str | None = None) -> list[Usage]:
+    def since(
+        self, start: float, function: str | None = None, version: int | None = None
+    ) -> list[Usage]:
+        """Invocations placed at or after ``start``, of one function (and one version)."""
         return [
             Usage._make(row)
             for row in self._rows
             if row[_STARTED_AT] >= start  # type: ignore[operator]
             and (function is None or row[_FUNCTION] == function)
+            and (version is None or row[_VERSION] == version)
         ]
+
+    def versions(self, function: str) -> set[int]:
+        """The versions of ``function`` the window holds invocations of."""
+        return {row[_VERSION] for row in self._rows if row[_FUNCTION] == function}  # type: ignore[misc]
 
     def functions(self) -> set[str]:
         return {row[_FUNCTION] for row in self._rows}  # type: ignore[misc]

@@ -3,11 +3,14 @@ processes, and the write-transaction flavour that makes concurrent deploys seria
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 WRITE_OPTION = "coldbrew_write"
@@ -62,3 +65,23 @@ def _tune_sqlite(engine: Engine) -> None:
     def _on_begin(conn: Any) -> None:
         immediate = conn.get_execution_options().get(WRITE_OPTION, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class UrlStore:
+    """A store with an engine of its own on the registry database at ``url``: read sessions,
+    and write transactions that begin IMMEDIATE on SQLite (``WRITE_OPTION``), so concurrent
+    writers queue on the file's lock instead of failing to upgrade it."""
+
+    def __init__(self, url: str) -> None:
+        self._engine = build_engine(url)
+        self._read = sessionmaker(self._engine, expire_on_commit=False)
+        self._write_engine = self._engine.execution_options(**{WRITE_OPTION: True})
+        self._write_sessions = sessionmaker(self._write_engine, expire_on_commit=False)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        with self._write_sessions() as session, session.begin():
+            yield session

@@ -8,7 +8,7 @@ that migration imports this module so that the schema test's ``Base.metadata`` i
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -20,12 +20,12 @@ from sqlalchemy import (
     String,
     case,
     func,
-    insert,
     select,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.sql.elements import ColumnElement
 
+from coldbrew.registry.bulk import BulkInsert
 from coldbrew.registry.engine import WRITE_OPTION, build_engine
 from coldbrew.registry.models import Base, UTCDateTime
 
@@ -58,26 +58,7 @@ class InvocationRow(Base):
 COLUMNS = [c.name for c in InvocationRow.__table__.columns if c.name != "id"]
 
 
-_SQLITE_INSERT = (
-    f"INSERT INTO invocations ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
-)
-
-
-_STARTED_AT = COLUMNS.index("started_at")
-_COLD_START = COLUMNS.index("cold_start")
-
-
-def _sqlite_row(row: dict[str, Any]) -> tuple[Any, ...]:
-    """The row as SQLAlchemy's SQLite types would store it (one of these per invocation)."""
-    values = [row.get(column) for column in COLUMNS]
-    started = values[_STARTED_AT]
-    if isinstance(started, datetime):
-        # "%Y-%m-%d %H:%M:%S.%f", as SQLAlchemy's SQLite DATETIME stores it (isoformat is twice
-        # as fast as strftime; both zero-pad the year to four digits).
-        values[_STARTED_AT] = started.astimezone(UTC).isoformat(" ", "microseconds")[:26]
-    if isinstance(values[_COLD_START], bool):
-        values[_COLD_START] = int(values[_COLD_START])
-    return tuple(values)
+_INSERT = BulkInsert(InvocationRow)
 
 
 class MeterStore:
@@ -94,13 +75,7 @@ class MeterStore:
         if not rows:
             return
         with self._write.begin() as conn:
-            if conn.dialect.name == "sqlite":
-                # The hot case (a record per invocation, on a thread beside the event loop):
-                # straight to sqlite3's executemany, without per-row type processing. Values are
-                # stored exactly as SQLAlchemy's SQLite DATETIME would store them.
-                conn.exec_driver_sql(_SQLITE_INSERT, [_sqlite_row(row) for row in rows])
-            else:
-                conn.execute(insert(InvocationRow), rows)
+            _INSERT(conn, rows)  # a record per invocation: registry/bulk.py's fast path
 
     def _filters(
         self, function: str | None, since: datetime | None, until: datetime | None

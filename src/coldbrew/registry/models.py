@@ -114,4 +114,7 @@ class AliasRow(Base):
     version: Mapped[int] = mapped_column(Integer)
     weights: Mapped[dict[str, float] | None] = mapped_column(JSON, nullable=True)
     """Traffic split ``{"<other version>": fraction}``; JSON keys are strings."""
+    sticky: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    """JSON path (``$.user.id``) of the event field that keeps a caller on one version of the
+    split (migration 0008_delivery)."""
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

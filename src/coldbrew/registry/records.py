@@ -45,3 +45,16 @@ class AliasRecord:
     weights: dict[int, float] | None
     """Traffic split: ``{other version: fraction}``; ``version`` gets the remainder."""
     updated_at: datetime
+    sticky: str | None = None
+    """JSON path of the event field that keeps one caller on one version of the split."""
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """What an invocation of ``name[:qualifier]`` may run: the main version and, for a
+    weighted alias, the other versions with their fractions (the data plane draws one)."""
+
+    main: VersionRecord
+    weighted: tuple[tuple[float, VersionRecord], ...] = ()
+    sticky: str | None = None
+    alias: str | None = None

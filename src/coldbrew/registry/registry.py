@@ -7,36 +7,37 @@ concurrent deploys of one function see each other's versions and never collide o
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from coldbrew import errors
 from coldbrew.registry import names
-from coldbrew.registry.engine import WRITE_OPTION, build_engine
+from coldbrew.registry.engine import UrlStore
 from coldbrew.registry.models import AliasRow, FunctionRow, VersionRow, utcnow
-from coldbrew.registry.records import LATEST, AliasRecord, FunctionRecord, VersionRecord
+from coldbrew.registry.records import (
+    LATEST,
+    AliasRecord,
+    FunctionRecord,
+    Resolution,
+    VersionRecord,
+)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _PG_MIGRATION_LOCK = 0x636F6C64  # "cold": one key for every coldbrew registry migration
 
 
-class Registry:
+class Registry(UrlStore):
     """Functions, versions and aliases in SQLite (default) or PostgreSQL, chosen by URL."""
 
     def __init__(self, url: str) -> None:
+        super().__init__(url)
         self.url = url
-        self._engine = build_engine(url)
         self._dialect = self._engine.dialect.name
-        self._read = sessionmaker(self._engine, expire_on_commit=False)
-        self._write_engine = self._engine.execution_options(**{WRITE_OPTION: True})
-        self._write_sessions = sessionmaker(self._write_engine, expire_on_commit=False)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -53,10 +54,6 @@ class Registry:
                 conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
             config.attributes["connection"] = conn
             command.upgrade(config, "heads")
-
-    def close(self) -> None:
-        """Release every pooled connection."""
-        self._engine.dispose()
 
     # -- versions ----------------------------------------------------------------------------
 
@@ -126,15 +123,36 @@ class Registry:
         ``None``, ``$LATEST`` and ``latest`` mean the ``latest`` alias; all digits mean a
         version number; anything else is an alias name (its main version, ignoring weights,
         which the gateway applies)."""
+        number = names.version_qualifier(qualifier)
         with self._read() as session:
             fn = _function(session, name)
-            if qualifier is not None and names.DIGITS_RE.match(qualifier):
-                return _version_record(name, _version(session, fn, int(qualifier)))
+            if number is not None:
+                return _version_record(name, _version(session, fn, number))
             alias_name = (
                 LATEST if qualifier is None or qualifier in names.LATEST_QUALIFIERS else qualifier
             )
             alias = _alias(session, fn, alias_name)
             return _version_record(name, _version(session, fn, alias.version))
+
+    def resolve_split(self, name: str, qualifier: str | None = None) -> Resolution:
+        """Like :meth:`resolve`, with the alias's traffic split: the main version, the other
+        versions with their fractions, and the sticky-key path (the data plane draws)."""
+        number = names.version_qualifier(qualifier)
+        with self._read() as session:
+            fn = _function(session, name)
+            if number is not None:
+                return Resolution(_version_record(name, _version(session, fn, number)))
+            alias_name = (
+                LATEST if qualifier is None or qualifier in names.LATEST_QUALIFIERS else qualifier
+            )
+            alias = _alias(session, fn, alias_name)
+            main = _version_record(name, _version(session, fn, alias.version))
+            split = sorted((int(v), float(w)) for v, w in (alias.weights or {}).items() if w > 0)
+            weighted = tuple(
+                (fraction, _version_record(name, _version(session, fn, other)))
+                for other, fraction in split
+            )
+            return Resolution(main, weighted, alias.sticky if weighted else None, alias_name)
 
     # -- functions ---------------------------------------------------------------------------
 
@@ -164,21 +182,49 @@ class Registry:
             session.execute(delete(VersionRow).where(VersionRow.function_id == fn.id))
             session.delete(fn)
 
+    def referenced_artifacts(self) -> tuple[set[str], set[str]]:
+        """What garbage collection must keep (store/gc.py): the sha256 of every blob some
+        version's manifest names, and every version's content hash (its bundle folder)."""
+        blobs: set[str] = set()
+        bundles: set[str] = set()
+        with self._read() as session:
+            rows = session.execute(select(VersionRow.content_sha256, VersionRow.manifest))
+            for content_sha256, manifest in rows:
+                bundles.add(content_sha256)
+                blobs.update(manifest.values())
+        return blobs, bundles
+
     # -- aliases -----------------------------------------------------------------------------
 
     def set_alias(
-        self, name: str, alias: str, version: int, weights: dict[int, float] | None = None
+        self,
+        name: str,
+        alias: str,
+        version: int,
+        weights: dict[int, float] | None = None,
+        sticky: str | None = None,
+        *,
+        create_only: bool = False,
     ) -> AliasRecord:
-        """Create or move an alias. ``weights`` sends a fraction of traffic to other versions."""
+        """Create or move an alias. ``weights`` sends a fraction of traffic to other versions;
+        ``sticky`` (a JSON path like ``$.user.id``) keeps one caller on one of them.
+        ``create_only`` refuses an alias that exists (Lambda's CreateAlias)."""
         names.check_alias_name(alias)
         names.check_version_number(version)
         clean = names.check_weights(version, weights)
+        sticky = names.check_sticky_path(sticky)
         with self._write() as session:
             fn = _function(session, name, lock=True)
             for number in [version, *(clean or {})]:
                 _version(session, fn, number)
-            row = self._upsert_alias(session, fn, alias, version, clean)
+            if create_only and _exists(session, fn, alias):
+                raise errors.Conflict(f"alias '{alias}' of function '{name}' already exists")
+            row = self._upsert_alias(session, fn, alias, version, clean, sticky)
             return _alias_record(name, row)
+
+    def get_alias(self, name: str, alias: str) -> AliasRecord:
+        with self._read() as session:
+            return _alias_record(name, _alias(session, _function(session, name), alias))
 
     def list_aliases(self, name: str) -> list[AliasRecord]:
         """A function's aliases, sorted by name."""
@@ -199,11 +245,6 @@ class Registry:
             fn.updated_at = utcnow()
 
     # -- internals ---------------------------------------------------------------------------
-
-    @contextmanager
-    def _write(self) -> Iterator[Session]:
-        with self._write_sessions() as session, session.begin():
-            yield session
 
     def _lock_or_create_function(
         self, session: Session, name: str, description: str
@@ -239,6 +280,7 @@ class Registry:
         alias: str,
         version: int,
         weights: dict[int, float] | None,
+        sticky: str | None = None,
     ) -> AliasRow:
         """Point ``alias`` at ``version``; the caller holds the function's row lock."""
         now = utcnow()
@@ -250,6 +292,7 @@ class Registry:
             session.add(row)
         row.version = version
         row.weights = {str(k): v for k, v in weights.items()} if weights else None
+        row.sticky = sticky
         row.updated_at = now
         fn.updated_at = now
         session.flush()
@@ -267,6 +310,10 @@ def _function(session: Session, name: str, *, lock: bool = False) -> FunctionRow
 
 
 def _version(session: Session, fn: FunctionRow, number: int) -> VersionRow:
+    if not 1 <= number <= names.MAX_VERSION:  # would overflow the column: no such version
+        raise errors.NotFound(
+            f"version {number} of function '{fn.name}' not found", function=fn.name, version=number
+        )
     row = session.scalars(
         select(VersionRow).where(VersionRow.function_id == fn.id).where(VersionRow.number == number)
     ).first()
@@ -275,6 +322,11 @@ def _version(session: Session, fn: FunctionRow, number: int) -> VersionRow:
             f"version {number} of function '{fn.name}' not found", function=fn.name, version=number
         )
     return row
+
+
+def _exists(session: Session, fn: FunctionRow, alias: str) -> bool:
+    query = select(AliasRow.id).where(AliasRow.function_id == fn.id, AliasRow.name == alias)
+    return session.scalars(query).first() is not None
 
 
 def _alias(session: Session, fn: FunctionRow, alias: str) -> AliasRow:
@@ -317,4 +369,5 @@ def _alias_record(name: str, row: AliasRow) -> AliasRecord:
         version=row.version,
         weights={int(k): float(v) for k, v in row.weights.items()} if row.weights else None,
         updated_at=row.updated_at,
+        sticky=row.sticky,
     )

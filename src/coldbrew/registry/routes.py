@@ -4,6 +4,12 @@ A route key is parsed and checked here, where routes are stored, so a malformed 
 before it reaches the table; matching a request against the stored routes lives in
 ``gateway/apigateway/routing.py``. Routes come from ``/v1/routes``, ``coldbrew route add`` or a
 bundle's ``routes = [...]`` (registered on deploy).
+
+Routes cannot capture what is coldbrew's own: a path under one of ``RESERVED_PREFIXES`` is
+refused here (ROUTE_RESERVED) and never dispatched to a route by the gateway, so a mistyped
+``/v1/functoins`` is coldbrew's JSON 404 and not some function's event. A greedy or catch-all
+route (``{name+}`` anywhere, ``$default``) takes a whole subtree, so only an admin may add one
+(checked where the caller is known: ``gateway/apigateway/admin.py``).
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Integer, String, UniqueConstraint, delete, select
+from sqlalchemy import Boolean, Integer, String, UniqueConstraint, delete, false, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -24,6 +30,24 @@ from coldbrew.registry.registry import Registry
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "ANY")
 PAYLOAD_FORMATS = ("1.0", "2.0")
 DEFAULT_STAGE = "$default"
+CATCH_ALL_KEY = "$default"
+"""API Gateway's catch-all route key; coldbrew does not store it (use an admin's greedy route)."""
+RESERVED_PREFIXES = (
+    "/v1",
+    "/v2",
+    "/2015-03-31",
+    "/ws",
+    "/stream",
+    "/metrics",
+    "/ui",
+    "/healthz",
+    "/openapi.json",
+    "/docs",
+)
+"""The paths coldbrew itself serves (``tests/protocols`` checks every route of the gateway is
+under one): never routable, never dispatched to a route. Any AWS-style API version prefix
+(``/YYYY-MM-DD``, as ``/2019-09-25`` of Lambda's event-invoke config) is reserved too."""
+_API_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _SEGMENT = re.compile(r"^(?:\{[A-Za-z_][A-Za-z0-9_]*\+?\}|[A-Za-z0-9._~!$&'()*,;=:@%-]+)$")
 
 
@@ -39,6 +63,10 @@ class RouteRow(Base):
     payload_format: Mapped[str] = mapped_column(String(8), default="2.0")
     stage: Mapped[str] = mapped_column(String(64), default=DEFAULT_STAGE)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    forward_credentials: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
+    """Whether the event keeps the caller's ``Authorization`` and ``X-Api-Key`` headers."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +79,7 @@ class RouteRecord:
     payload_format: str
     stage: str
     created_at: datetime
+    forward_credentials: bool = False
 
     @property
     def route_key(self) -> str:
@@ -70,15 +99,44 @@ class RouteRecord:
             "qualifier": self.qualifier,
             "payload_format": self.payload_format,
             "stage": self.stage,
+            "forward_credentials": self.forward_credentials,
             "created_at": self.created_at.isoformat(),
         }
 
 
+def reserved_prefix(path: str) -> str | None:
+    """The coldbrew prefix ``path`` lies under (``/v1/functoins`` -> ``/v1``), else None.
+
+    Case and repeated slashes are ignored: ``//V1/keys`` is coldbrew's too, as far as routes
+    are concerned."""
+    parts = [part for part in path.lower().split("/") if part]
+    normal = "/" + "/".join(parts)
+    for prefix in RESERVED_PREFIXES:
+        if normal == prefix or normal.startswith(prefix + "/"):
+            return prefix
+    if parts and _API_VERSION.match(parts[0]):
+        return "/" + parts[0]
+    return None
+
+
+def is_catch_all(path: str) -> bool:
+    """Whether a route takes a whole subtree: a greedy ``{name+}`` segment (``/{proxy+}``,
+    ``/api/{proxy+}``) or API Gateway's ``$default``. Only an admin may add one."""
+    return path.strip() == CATCH_ALL_KEY or "+}" in path
+
+
 def parse_route_key(key: str) -> tuple[str, str]:
-    """``"GET /items/{id}"`` -> ``("GET", "/items/{id}")``; VALIDATION_ERROR when malformed.
+    """``"GET /items/{id}"`` -> ``("GET", "/items/{id}")``; VALIDATION_ERROR when malformed,
+    ROUTE_RESERVED when the path is under one of coldbrew's own prefixes.
 
     Rules follow API Gateway: a greedy ``{name+}`` only as the last segment, parameter names
     unique, no empty segments (``/`` alone is the root)."""
+    if key.strip() == CATCH_ALL_KEY:
+        raise errors.ValidationError(
+            f"route '{CATCH_ALL_KEY}' is not supported; an admin can add 'ANY /{{proxy+}}', "
+            "which takes every path coldbrew does not serve itself",
+            route=key,
+        )
     method, _, path = key.strip().partition(" ")
     method, path = method.upper(), path.strip()
     if method not in METHODS:
@@ -101,6 +159,14 @@ def parse_route_key(key: str) -> tuple[str, str]:
                 raise errors.ValidationError(
                     f"route '{key}': a greedy {segment} must be the last segment", route=key
                 )
+    prefix = reserved_prefix(path)
+    if prefix is not None:
+        raise errors.RouteReserved(
+            f"route '{key}': paths under {prefix} are coldbrew's own and cannot be routed to "
+            "a function; pick another prefix",
+            route=key,
+            reserved_prefix=prefix,
+        )
     return method, path
 
 
@@ -129,6 +195,7 @@ class RouteTable:
         qualifier: str | None = None,
         payload_format: str = "2.0",
         stage: str = DEFAULT_STAGE,
+        forward_credentials: bool = False,
     ) -> RouteRecord:
         """Mount a function on a route; CONFLICT if that method and path are already taken."""
         method, path = parse_route_key(route)
@@ -145,6 +212,7 @@ class RouteTable:
             payload_format=payload_format,
             stage=stage or DEFAULT_STAGE,
             created_at=utcnow(),
+            forward_credentials=forward_credentials,
         )
         try:
             with self.registry._write() as session:
@@ -173,6 +241,7 @@ class RouteTable:
                         payload_format=payload_format,
                         stage=DEFAULT_STAGE,
                         created_at=utcnow(),
+                        forward_credentials=False,
                     )
                     session.add(row)
                 elif row.function_name != function_name:
@@ -267,4 +336,5 @@ def _record(row: RouteRow) -> RouteRecord:
         payload_format=row.payload_format,
         stage=row.stage,
         created_at=row.created_at,
+        forward_credentials=bool(row.forward_credentials),
     )

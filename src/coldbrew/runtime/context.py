@@ -92,6 +92,8 @@ class LambdaContext:
         self.identity = identity
         self.client_context = client_context
         self.model = model
+        self.features: dict[str, Any] = {}
+        """Results of the ``[[features]]`` lookups, by name (runtime/features.py)."""
         self._deadline_ms = deadline_ms
 
     def get_remaining_time_in_millis(self) -> int:

@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from coldbrew.runtime import cgroups
+from coldbrew.runtime import cgroups, features, forksafety, isolation
 from coldbrew.runtime import messages as m
 from coldbrew.runtime.config import BUILTIN_MODEL_HANDLER, FunctionConfig
 from coldbrew.runtime.context import (
@@ -34,6 +34,7 @@ from coldbrew.runtime.context import (
     function_arn,
     identity_from,
 )
+from coldbrew.runtime.layers import LayerError, enter_layer
 from coldbrew.runtime.logcapture import LogCapture, RequestIdFilter, install_lambda_logging
 from coldbrew.runtime.streams import StreamSessions
 from coldbrew.runtime.validation import check_validation_sample
@@ -70,12 +71,21 @@ class LoadedVersion:
         self.spawn = spawn
         self.config = FunctionConfig.model_validate(spawn.config)
         self.bundle_dir = Path(spawn.bundle_dir)
+        try:
+            enter_layer(self.config.dependency_layer)  # before the model: pickles name classes
+        except LayerError as exc:
+            raise LoadError("DEPLOY_ERROR", str(exc)) from None
         self.model = self._load_model()
         self.handler = self._import_handler(self.config.handler)
         self.batch_handler = self._batch_handler()
         self.stream_handler = (
             self._import_handler(self.config.stream_handler) if self.config.stream_handler else None
         )
+        try:  # declared lookups: parsed here, connected after the fork (runtime/features.py)
+            self.features = features.load(self.config, spawn.function_name)
+        except ValueError as exc:
+            raise LoadError("DEPLOY_ERROR", str(exc)) from None
+        self._warming = False
 
     def _load_model(self) -> Any:
         fmt = self.config.resolved_model_format()
@@ -89,7 +99,7 @@ class LoadedVersion:
                 "DEPLOY_ERROR", f"model file '{self.config.model}' is not in the bundle"
             )
         try:
-            return load_model(path, fmt)
+            return load_model(path, fmt, threads=self.config.threads)
         except MemoryError:
             raise LoadError("OUT_OF_MEMORY", "loading the model exceeded memory_mb") from None
         except Exception as exc:
@@ -148,6 +158,7 @@ class LoadedVersion:
             with one_openmp_thread(), contextlib.suppress(Exception):
                 self.model.predict(np.zeros((1, n_features)))
             return
+        self._warming = True  # never a feature lookup (a connection) in a template
         row = orjson.dumps({"instances": [[0.0] * n_features]})
         item = m.BatchItem(
             request_id="warm-up",
@@ -157,8 +168,24 @@ class LoadedVersion:
         )
         with one_openmp_thread(), contextlib.redirect_stdout(io.StringIO()):
             result = self.invoke_batch(m.InvokeBatch(id=0, items=[item]))
+        self._warming = False
         if result.results[0].error is not None:
             print(f"coldbrew: warm-up failed: {result.results[0].error.message}", file=sys.stderr)
+
+    def start_instance(self) -> None:
+        """Once per instance, after the fork and before its first invocation: the handler
+        modules' ``on_instance_start`` and ``coldbrew.after_fork`` hooks (docs/RUNTIME.md)."""
+        from coldbrew.runtime.loaders import enter_instance
+
+        enter_instance(self.model)  # PyTorch / LightGBM may use `threads` from now on
+        try:
+            forksafety.run_instance_hooks(forksafety.handler_modules(self.config))
+        except Exception as exc:
+            raise LoadError(
+                "DEPLOY_ERROR",
+                f"{forksafety.HOOK_NAME} raised {type(exc).__name__}: {exc}",
+                error_info(exc).stack,
+            ) from None
 
     def for_instance(self, spawn: m.Spawn) -> LoadedVersion:
         """This already-loaded version, as seen by one forked instance (its own id and env)."""
@@ -169,7 +196,7 @@ class LoadedVersion:
 
     def context(self, invoke: m.Invoke | m.BatchItem | m.StreamOpen) -> LambdaContext:
         spawn = self.spawn
-        return LambdaContext(
+        context = LambdaContext(
             aws_request_id=invoke.request_id,
             function_name=spawn.function_name,
             function_version=spawn.version,
@@ -182,6 +209,9 @@ class LoadedVersion:
             client_context=client_context_from(getattr(invoke, "client_context", None)),
             model=self.model,
         )
+        if self.features is not None:  # lookup(name, key) for stream handlers too (no event)
+            context.features = self.features.bind()
+        return context
 
     def invoke(self, invoke: m.Invoke) -> m.Result:
         """Run one invocation with Lambda's START / END / REPORT lines around its output."""
@@ -216,12 +246,21 @@ class LoadedVersion:
                 duration_ms=0.0,
                 error=m.ErrorInfo("VALIDATION_ERROR", "JSONDecodeError", str(exc)),
             )
+        context = self.context(invoke)
+        stats = None
+        if self.features is not None:
+            refused, event, stats = self._lookup(event, context)
+            if refused is not None:
+                elapsed = (time.perf_counter() - started) * 1000
+                return m.Result(invoke.id, b"", elapsed, refused, features=stats)
         try:
-            output = self.handler(event, self.context(invoke))
+            output = self.handler(event, context)
             body = orjson.dumps(output, option=JSON_OPTIONS)
             error = None
         except MemoryError as exc:
             body, error = b"", error_info(exc, code="OUT_OF_MEMORY")
+        except features.LookupFailed as exc:  # context.features.lookup() in the handler
+            body, error = b"", error_info(exc, code=exc.code)
         except Exception as exc:
             body, error = b"", error_info(exc)
         if error is not None:
@@ -230,7 +269,20 @@ class LoadedVersion:
                 f"[ERROR] {error.type}: {error.message}\n" + "".join(error.stack), file=sys.stderr
             )
         elapsed = (time.perf_counter() - started) * 1000
-        return m.Result(id=invoke.id, body=body, duration_ms=elapsed, error=error)
+        return m.Result(id=invoke.id, body=body, duration_ms=elapsed, error=error, features=stats)
+
+    def _lookup(
+        self, event: Any, context: LambdaContext
+    ) -> tuple[m.ErrorInfo | None, Any, list[m.FeatureStat] | None]:
+        """Run the declared lookups into ``context.features``: (refusal, event, stats)."""
+        assert self.features is not None
+        builtin = self.config.handler == BUILTIN_MODEL_HANDLER
+        try:
+            event, stats = self.features.apply(event, context, builtin)
+        except features.LookupFailed as exc:
+            print(f"[ERROR] {exc.code}: {exc}", file=sys.stderr)
+            return m.ErrorInfo(exc.code, type(exc).__name__, str(exc)), event, exc.stats
+        return None, event, stats
 
     def invoke_batch(self, batch: m.InvokeBatch) -> m.BatchResult:
         """One batch handler call for many callers; each gets its own result or error."""
@@ -239,21 +291,30 @@ class LoadedVersion:
         events: list[Any] = []
         contexts: list[LambdaContext] = []
         slots: list[int] = []
+        stats: dict[int, list[m.FeatureStat] | None] = {}
         for index, item in enumerate(batch.items):
             try:
-                events.append(orjson.loads(item.payload) if item.payload else {})
+                event = orjson.loads(item.payload) if item.payload else {}
             except orjson.JSONDecodeError as exc:
                 results[index] = m.ItemResult(
                     b"", m.ErrorInfo("VALIDATION_ERROR", "JSONDecodeError", str(exc))
                 )
                 continue
-            contexts.append(self.context(item))
+            context = self.context(item)
+            if self.features is not None and not self._warming:
+                refused, event, stats[index] = self._lookup(event, context)
+                if refused is not None:
+                    results[index] = m.ItemResult(b"", refused, stats[index])
+                    continue
+            events.append(event)
+            contexts.append(context)
             slots.append(index)
         ids = ",".join(item.request_id for item in batch.items)
         print(f"START BATCH RequestIds: {ids} Version: {self.spawn.version}")
         if events:
             for index, result in zip(slots, self._run_batch(events, contexts), strict=True):
-                results[index] = result
+                found = stats.get(index)
+                results[index] = m.ItemResult(result.body, result.error, found) if found else result
         elapsed = (time.perf_counter() - started) * 1000
         print(f"REPORT BATCH Size: {len(batch.items)}\tDuration: {elapsed:.2f} ms")
         done = [
@@ -289,8 +350,8 @@ class LoadedVersion:
 
     def validate(self) -> None:
         sample = self.config.validation
-        if sample is None:
-            return
+        if sample is None or sample.input is None:
+            return  # no event to run: [validation] only names a sample file (for drift)
         result = self.invoke(
             m.Invoke(
                 id=0,
@@ -378,21 +439,21 @@ def enter_environment(spawn: m.Spawn) -> None:
 
 
 def prepare_process(spawn: m.Spawn, join_cgroup: bool = True) -> None:
-    """Isolate the freshly forked child: own session, cgroup, environment and working dir."""
+    """Isolate the freshly forked child: own session, cgroup, environment and working dir,
+    then (last, before any user code) the function's own uid (``runtime/isolation.py``)."""
     os.setsid()
-    root = cgroups.cgroup_root()
-    if join_cgroup and root is not None:
+    if join_cgroup:
         try:
-            group = cgroups.new_group(root, spawn.instance_id)
-            cgroups.set_limit(group, int(spawn.config.get("memory_mb", 512)))
-            cgroups.join(group)
+            cgroups.enter(spawn.instance_id, int(spawn.config.get("memory_mb", 512)))
         except OSError as exc:
             print(f"coldbrew: could not join a memory cgroup: {exc}", file=sys.stderr)
-    redirect_output(spawn.log_path)
+    if not isolation.dropped(spawn.isolation):  # else: its version template's log, inherited
+        redirect_output(spawn.log_path)
     LOGS.install()
     os.makedirs(spawn.work_dir, exist_ok=True)
     enter_environment(spawn)
     install_lambda_logging(REQUEST_IDS)  # after: it reads AWS_LAMBDA_LOG_LEVEL
+    isolation.drop_privileges(spawn.isolation)
 
 
 def run_instance(
@@ -405,6 +466,7 @@ def run_instance(
     started = time.perf_counter()
     try:
         version = preloaded.for_instance(spawn) if preloaded else LoadedVersion(spawn)
+        version.start_instance()
         if spawn.run_validation:
             version.validate()
     except LoadError as exc:

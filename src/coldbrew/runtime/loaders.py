@@ -12,11 +12,14 @@ this module imports nothing heavy at import time (onnxruntime, xgboost, skops an
 imported inside the loader functions), loading a model runs no prediction, and every model is
 pinned to one thread: parallelism comes from running more instances, not from threads that
 would fight each other for the same cores (and that GNU OpenMP cannot survive a fork with).
+PyTorch and LightGBM models may take more (``threads`` in coldbrew.toml), but only once they are
+in an instance: ``enter_instance()``, called after the fork, is the first moment they may.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,13 +30,14 @@ import numpy as np
 from coldbrew import errors
 from coldbrew.runtime.forests import sequential_predict, sequential_predict_proba
 
-__all__ = ["LOADERS", "LoadedModel", "ModelLoadError", "load_model"]
+__all__ = ["LOADERS", "LoadedModel", "ModelLoadError", "enter_instance", "load_model"]
 
 
 class ModelLoadError(errors.ColdbrewError):
     """A model file could not be turned into a working model (missing, corrupt, wrong format)."""
 
     code = "MODEL_LOAD_ERROR"
+    status = 422
 
 
 @runtime_checkable
@@ -52,18 +56,48 @@ class LoadedModel(Protocol):
         ...
 
 
+class Passthrough:
+    """What a handler reaches on ``context.model`` beyond coldbrew's ``predict``: ``raw``, the
+    library's own object (estimator, pipeline, InferenceSession, Booster, torch module), and
+    every attribute of it the wrapper does not define itself, so ``context.model.predict_proba``
+    / ``classes_`` / ``feature_importances_`` are the estimator's own wherever it has them."""
+
+    _raw_attribute = "estimator"
+
+    @property
+    def raw(self) -> Any:
+        return self.__dict__[self._raw_attribute]
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached when normal lookup fails; private and dunder names never pass through
+        # (copy and pickle probe for those).
+        raw = self.__dict__.get(self._raw_attribute) if not name.startswith("_") else None
+        if raw is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return getattr(raw, name)
+
+
 @contextmanager
 def one_openmp_thread() -> Iterator[None]:
     """Keep OpenMP at one thread while a model loads.
 
     XGBoost runs OpenMP parallel loops while it reads a model (a Booster file or an unpickled
     XGBClassifier), and the first such loop starts libgomp's worker pool: in a version template
-    that pool would be lost by the fork, and a child that later used it would hang. Libraries
-    must already be imported when this is entered (threadpoolctl limits loaded libraries)."""
+    that pool would be lost by the fork, and a child that later used it would hang.
+    threadpoolctl limits the OpenMP runtimes already loaded; one loaded inside the block (a
+    pickle naming lightgbm imports it) reads ``OMP_NUM_THREADS`` as it starts, hence both."""
     from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
-    with threadpool_limits(limits=1, user_api="openmp"):
-        yield
+    previous = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        with threadpool_limits(limits=1, user_api="openmp"):
+            yield
+    finally:
+        if previous is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = previous
 
 
 def _plain(values: Any) -> list[Any]:
@@ -83,7 +117,7 @@ def _flat_if_single_column(values: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- scikit-learn API
 
 
-class SklearnModel:
+class SklearnModel(Passthrough):
     """Any object with the scikit-learn ``predict`` / ``predict_proba`` API: estimators,
     pipelines, and XGBoost's sklearn wrappers (XGBClassifier / XGBRegressor)."""
 
@@ -142,6 +176,7 @@ ARGMAX_CLASSIFIERS = frozenset(
         "MultinomialNB",
         "BernoulliNB",
         "XGBClassifier",
+        "LGBMClassifier",
     }
 )
 
@@ -175,7 +210,7 @@ def _check_predicts(obj: Any) -> Any:
     return obj
 
 
-def _load_joblib(path: Path, fmt: str) -> LoadedModel:
+def _load_joblib(path: Path, fmt: str, threads: int = 1) -> LoadedModel:
     import joblib  # joblib.load also reads plain pickles
 
     with one_openmp_thread():
@@ -184,7 +219,7 @@ def _load_joblib(path: Path, fmt: str) -> LoadedModel:
     return SklearnModel(estimator, fmt)
 
 
-def _load_skops(path: Path, fmt: str) -> LoadedModel:
+def _load_skops(path: Path, fmt: str, threads: int = 1) -> LoadedModel:
     import skops.io
 
     # The deployer chose this file, so the types it names are trusted as a whole; skops still
@@ -207,7 +242,7 @@ _ONNX_DTYPES: dict[str, type[np.generic]] = {
 }
 
 
-class OnnxModel:
+class OnnxModel(Passthrough):
     """An ONNX graph run by onnxruntime on one CPU thread.
 
     skl2onnx classifiers have two outputs, the label and the probabilities; the probabilities
@@ -215,6 +250,7 @@ class OnnxModel:
     other graphs have one output, returned as predictions."""
 
     format = "onnx"
+    _raw_attribute = "session"
 
     def __init__(self, session: Any, class_labels: list[Any] | None) -> None:
         self.session = session
@@ -273,7 +309,7 @@ def _onnx_class_labels(path: Path) -> list[Any] | None:
     return None
 
 
-def _load_onnx(path: Path, fmt: str) -> LoadedModel:
+def _load_onnx(path: Path, fmt: str, threads: int = 1) -> LoadedModel:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -299,10 +335,11 @@ def _softmax(margins: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=1, keepdims=True)
 
 
-class XGBoostModel:
+class XGBoostModel(Passthrough):
     """A native XGBoost Booster (.json / .ubj), its output shaped by the saved objective."""
 
     format = "xgboost"
+    _raw_attribute = "booster"
 
     def __init__(self, booster: Any) -> None:
         self.booster = booster
@@ -341,7 +378,7 @@ class XGBoostModel:
         return {"predictions": _plain(_flat_if_single_column(self._raw(instances)))}
 
 
-def _load_xgboost(path: Path, fmt: str) -> LoadedModel:
+def _load_xgboost(path: Path, fmt: str, threads: int = 1) -> LoadedModel:
     import xgboost
 
     with one_openmp_thread():
@@ -350,20 +387,93 @@ def _load_xgboost(path: Path, fmt: str) -> LoadedModel:
         return XGBoostModel(booster)
 
 
+# --------------------------------------------------------------------------- LightGBM Booster
+
+LIGHTGBM_MULTICLASS = frozenset({"multiclass", "softmax", "multiclassova", "multiclass_ova"})
+
+
+class LightGBMModel(Passthrough):
+    """A native LightGBM Booster (``model.txt`` / ``.lgb``), its output shaped by the saved
+    objective. Predicts on one thread until ``enter_instance`` (then ``threads``)."""
+
+    format = "lightgbm"
+    _raw_attribute = "booster"
+
+    def __init__(self, booster: Any, threads: int) -> None:
+        self.booster = booster
+        self.objective: str = str(booster.params.get("objective", "")).split()[0]
+        self.n_features = int(booster.num_feature()) or None
+        self.threads = threads
+        self._predict_threads = 1
+
+    def enter_instance(self) -> None:
+        self._predict_threads = self.threads
+
+    def predict(self, instances: np.ndarray) -> dict[str, list[Any]]:
+        values = np.asarray(self.booster.predict(instances, num_threads=self._predict_threads))
+        if self.objective in ("binary", "cross_entropy", "xentropy") and values.ndim == 1:
+            return {
+                "predictions": _plain((values >= 0.5).astype(np.int64)),
+                "probabilities": _plain(np.column_stack([1.0 - values, values])),
+                "classes": [0, 1],
+            }
+        if self.objective in LIGHTGBM_MULTICLASS and values.ndim == 2:
+            return {
+                "predictions": _plain(values.argmax(axis=1)),
+                "probabilities": _plain(values),
+                "classes": list(range(values.shape[1])),
+            }
+        # regression, ranking, poisson, ...: the raw values.
+        return {"predictions": _plain(_flat_if_single_column(values))}
+
+
+def _load_lightgbm(path: Path, fmt: str, threads: int = 1) -> LoadedModel:
+    import lightgbm
+
+    with one_openmp_thread():  # LightGBM parses the trees in an OpenMP loop
+        booster = lightgbm.Booster(model_file=str(path))
+    return LightGBMModel(booster, threads)
+
+
+def _load_torchscript(path: Path, fmt: str, threads: int = 1) -> LoadedModel:
+    from coldbrew.runtime.torch_loader import load_torchscript
+
+    return load_torchscript(path, fmt, threads)
+
+
+def _load_torch_export(path: Path, fmt: str, threads: int = 1) -> LoadedModel:
+    from coldbrew.runtime.torch_loader import load_torch_export
+
+    return load_torch_export(path, fmt, threads)
+
+
 # --------------------------------------------------------------------------- entry point
 
-LOADERS: dict[str, Callable[[Path, str], LoadedModel]] = {
+LOADERS: dict[str, Callable[[Path, str, int], LoadedModel]] = {
     "joblib": _load_joblib,
     "pickle": _load_joblib,
     "skops": _load_skops,
     "onnx": _load_onnx,
     "xgboost": _load_xgboost,
+    "lightgbm": _load_lightgbm,
+    "torchscript": _load_torchscript,
+    "torch_export": _load_torch_export,
 }
+OPTIONAL_LIBRARIES = {"lightgbm": "lightgbm", "torchscript": "torch", "torch_export": "torch"}
+"""Formats whose library is an optional extra (``pip install 'coldbrew[torch]'``)."""
 
 
-def load_model(path: Path, fmt: str) -> LoadedModel:
+def enter_instance(model: Any) -> None:
+    """Let a model take its configured threads: call once per instance, after the fork."""
+    hook = getattr(model, "enter_instance", None)
+    if callable(hook):
+        hook()
+
+
+def load_model(path: Path, fmt: str, threads: int = 1) -> LoadedModel:
     """Load the model at ``path`` in format ``fmt`` (as ``FunctionConfig.resolved_model_format``
-    returns it). Runs no prediction, so it is safe in a template that forks afterwards.
+    returns it). Runs no prediction and starts no thread, so it is safe in a template that forks
+    afterwards; ``threads`` (PyTorch, LightGBM) applies from ``enter_instance`` on.
 
     Raises ``ModelLoadError`` naming the file, the format and the cause."""
     path = Path(path)
@@ -380,11 +490,25 @@ def load_model(path: Path, fmt: str) -> LoadedModel:
             f"cannot load {fmt} model '{path.name}': file not found", file=path.name, format=fmt
         )
     try:
-        return loader(path, fmt)
-    except Exception as exc:
-        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return loader(path, fmt, threads)
+    except ModuleNotFoundError as exc:
+        library = OPTIONAL_LIBRARIES.get(fmt)
+        if library is None or exc.name != library:
+            raise _load_error(path, fmt, exc) from exc
         raise ModelLoadError(
-            f"cannot load {fmt} model '{path.name}': {type(exc).__name__}: {cause}",
+            f"cannot load {fmt} model '{path.name}': {library} is not installed on this server "
+            f"(pip install 'coldbrew[{library}]')",
             file=path.name,
             format=fmt,
         ) from exc
+    except Exception as exc:
+        raise _load_error(path, fmt, exc) from exc
+
+
+def _load_error(path: Path, fmt: str, exc: BaseException) -> ModelLoadError:
+    cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ModelLoadError(
+        f"cannot load {fmt} model '{path.name}': {type(exc).__name__}: {cause}",
+        file=path.name,
+        format=fmt,
+    )

@@ -30,6 +30,19 @@ class ErrorInfo(msgspec.Struct, frozen=True):
 # --- template server control channel (gateway <-> template) ---------------------------------
 
 
+class Isolation(msgspec.Struct, frozen=True):
+    """The unprivileged identity and limits of one function's processes (docs/SECURITY.md)."""
+
+    uid: int
+    gid: int
+    groups: list[int]
+    max_processes: int
+    max_open_files: int
+    cgroups: list[str] = []
+    """Memory cgroups the gateway made for the processes a version template forks (it runs as
+    the function's uid, so it cannot make them itself)."""
+
+
 class Spawn(msgspec.Struct, tag="spawn", frozen=True):
     """Fork one instance. The instance's end of its channel travels with this frame (SCM_RIGHTS)."""
 
@@ -43,6 +56,8 @@ class Spawn(msgspec.Struct, tag="spawn", frozen=True):
     log_path: str
     run_validation: bool = False
     """Run the config's validation sample after loading (deploy-time checks)."""
+    isolation: Isolation | None = None
+    """Who the process runs as (``runtime/isolation.py``); None: as the template's user."""
 
 
 class TemplateReady(msgspec.Struct, tag="template_ready", frozen=True):
@@ -74,6 +89,15 @@ class SpawnFailed(msgspec.Struct, tag="spawn_failed", frozen=True):
     message: str
 
 
+class PerInstanceInit(msgspec.Struct, tag="per_instance_init", frozen=True):
+    """A version template's answer instead of ``TemplateReady``: the version loaded, but its
+    import left state that forks would share (``reason``: "socket to 127.0.0.1:5432 opened at
+    import"), so it forks nothing. Its instances start from the runtime template and import
+    the handler themselves: not a failure, and not to be retried."""
+
+    reason: str
+
+
 # --- instance channel (gateway <-> one instance) ---------------------------------------------
 
 
@@ -102,12 +126,24 @@ class Invoke(msgspec.Struct, tag="invoke", frozen=True):
     """Send the invocation's captured output back in ``Result.logs`` (Lambda's LogType=Tail)."""
 
 
+class FeatureStat(msgspec.Struct, frozen=True, array_like=True):
+    """How one declared feature lookup of one invocation went (runtime/features.py)."""
+
+    name: str
+    outcome: str
+    """``hit`` (cache, or another process's fill), ``miss`` (this call queried the database),
+    ``default`` (no key in the event: the declared default) or ``error`` (database down)."""
+    db_ms: float = 0.0
+
+
 class Result(msgspec.Struct, tag="result", frozen=True):
     id: int
     body: bytes
     duration_ms: float
     error: ErrorInfo | None = None
     logs: str | None = None
+    features: list[FeatureStat] | None = None
+    """The invocation's feature lookups, for the gateway's metrics (None: it declares none)."""
 
 
 class BatchItem(msgspec.Struct, frozen=True):
@@ -127,6 +163,7 @@ class InvokeBatch(msgspec.Struct, tag="invoke_batch", frozen=True):
 class ItemResult(msgspec.Struct, frozen=True):
     body: bytes
     error: ErrorInfo | None = None
+    features: list[FeatureStat] | None = None
 
 
 class BatchResult(msgspec.Struct, tag="batch_result", frozen=True):
@@ -165,11 +202,20 @@ class StreamEnded(msgspec.Struct, tag="stream_ended", frozen=True):
     error: ErrorInfo | None = None
 
 
+class StreamFeatures(msgspec.Struct, tag="stream_features", frozen=True):
+    """A stream session's feature lookups since its last report, for the gateway's metrics.
+    A session is one long invocation with no per-frame ``Result`` to carry ``FeatureStat``s, so
+    the instance sends them on their own, at each frame's end (runtime/streams.py)."""
+
+    id: int
+    features: list[FeatureStat]
+
+
 class Shutdown(msgspec.Struct, tag="shutdown", frozen=True):
     pass
 
 
-ControlMessage = Spawn | SpawnTemplate | Spawned | SpawnFailed | TemplateReady
+ControlMessage = Spawn | SpawnTemplate | Spawned | SpawnFailed | TemplateReady | PerInstanceInit
 InstanceMessage = (
     Ready
     | LoadFailed
@@ -181,6 +227,7 @@ InstanceMessage = (
     | StreamFrame
     | StreamClose
     | StreamEnded
+    | StreamFeatures
     | Shutdown
 )
 

@@ -35,7 +35,10 @@ def fork_spare(
 ) -> Spare | None:
     """Fork a spare that waits for one (Spawn, channel fd); None if forking failed."""
     root = cgroups.cgroup_root()
-    group = cgroups.new_group(root) if root else None
+    if root is None:
+        group = None
+    else:  # a version template runs as its function's uid: its groups come from the gateway
+        group = cgroups.new_group(root) if cgroups.privileged() else cgroups.reserve()
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         pid = os.fork()
@@ -83,14 +86,14 @@ def run_spare(link: socket.socket, group: Path | None, preloaded: object | None)
     from coldbrew.runtime.instance import prepare_process, run_instance
 
     channel = socket.socket(fileno=fds[0])
-    if group is not None:
+    if group is not None and cgroups.privileged():  # else the gateway set it when making it
         try:
             cgroups.set_limit(group, int(spawn.config.get("memory_mb", 512)))
         except OSError as exc:
             error = m.ErrorInfo("OUT_OF_MEMORY", "MemoryError", f"memory_mb is too small: {exc}")
             channel.sendall(m.encode(m.LoadFailed(pid=os.getpid(), error=error)))
             return
-    prepare_process(spawn, join_cgroup=False)
+    prepare_process(spawn, join_cgroup=False)  # drops to the function's uid, last
     run_instance(spawn, channel, preloaded)  # type: ignore[arg-type]
 
 

@@ -31,8 +31,9 @@ import time
 import traceback
 from typing import TYPE_CHECKING
 
-from coldbrew.runtime import cgroups, spares
+from coldbrew.runtime import cgroups, forksafety, isolation, spares
 from coldbrew.runtime import messages as m
+from coldbrew.runtime.config import BUILTIN_MODEL_HANDLER
 
 if TYPE_CHECKING:
     from coldbrew.runtime.instance import LoadedVersion
@@ -41,11 +42,25 @@ MAX_PACKET = 4 * 1024 * 1024
 
 
 def preload(modules: list[str]) -> None:
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except Exception as exc:  # a missing optional library must not stop the platform
-            print(f"coldbrew template: could not preload {name}: {exc}", file=sys.stderr)
+    """Import what was asked, and nothing that starts threads unless it was asked by name: a
+    library that imports torch opportunistically (skops.io does) would otherwise put torch's
+    threads into the template every instance forks from."""
+    with forksafety.only_asked_imports(modules):
+        for name in modules:
+            before = len(forksafety.snapshot().threads)
+            try:
+                importlib.import_module(name)
+            except Exception as exc:  # a missing optional library must not stop the platform
+                print(f"coldbrew template: could not preload {name}: {exc}", file=sys.stderr)
+            started = len(forksafety.snapshot().threads) - before
+            if started > 0:
+                # onnxruntime's import starts one idle housekeeping thread: known, and forks
+                # have been fine with it; anything else deserves a look.
+                print(
+                    f"coldbrew template: importing {name} started {started} thread(s), which "
+                    "forked instances do not inherit",
+                    file=sys.stderr,
+                )
 
 
 def _become_child(control: socket.socket) -> None:
@@ -112,10 +127,15 @@ def run_version_template(control: socket.socket, version: m.Spawn) -> None:
 
     os.setsid()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
-    redirect_output(version.log_path)
+    if not isolation.dropped(version.isolation):  # else: a layer's own runtime template's log
+        redirect_output(version.log_path)
     enter_environment(version)
     install_lambda_logging(REQUEST_IDS)
+    if version.isolation is not None:
+        cgroups.stash(version.isolation.cgroups)
+    isolation.drop_privileges(version.isolation)  # before any user code (import, model load)
     started = time.perf_counter()
+    baseline = forksafety.snapshot()  # before any user code: what the template itself holds
     try:
         loaded = Loaded(version)
     except LoadError as exc:
@@ -125,14 +145,10 @@ def run_version_template(control: socket.socket, version: m.Spawn) -> None:
             )
         )
         return
-    threads_before = _native_threads()
     loaded.warm_up()
-    if _native_threads() > threads_before:
-        # Forking now could hand children locks of threads that do not exist in them.
-        message = "the warm-up prediction started threads; not safe to fork from"
-        control.send(
-            m.encode_packet(m.SpawnFailed(instance_id=version.instance_id, message=message))
-        )
+    reason = _fork_check(loaded, baseline, control)
+    if reason is not None:
+        control.send(m.encode_packet(m.PerInstanceInit(reason=reason)))
         return
     gc.collect()
     gc.freeze()
@@ -141,12 +157,22 @@ def run_version_template(control: socket.socket, version: m.Spawn) -> None:
     serve(control, loaded)
 
 
-def _native_threads() -> int:
-    """OS threads of this process (Python's threading module cannot see OpenMP's)."""
-    try:
-        return len(os.listdir("/proc/self/task"))
-    except OSError:
-        return 1
+def _fork_check(
+    loaded: LoadedVersion, baseline: forksafety.Snapshot, control: socket.socket
+) -> str | None:
+    """Why this version's instances must not fork from here (None: they may).
+
+    Forking now could hand every instance the same database connection, or locks of threads
+    that do not exist in them; the verdict also goes to the function's log."""
+    config = loaded.config
+    findings = [] if config.init == "shared" else forksafety.inspect(baseline, [control.fileno()])
+    hooks = forksafety.instance_hooks(forksafety.handler_modules(config))
+    builtin = config.handler == BUILTIN_MODEL_HANDLER and not config.batch_handler
+    when = "when the model loaded" if builtin else "at import"
+    reason, line = forksafety.verdict(findings, config.init, bool(hooks), when)
+    if findings or config.init != "auto":
+        print(f"coldbrew: version {loaded.spawn.version}: {line}", file=sys.stderr, flush=True)
+    return reason
 
 
 def serve(control: socket.socket, preloaded: LoadedVersion | None = None) -> None:
@@ -163,6 +189,8 @@ def serve(control: socket.socket, preloaded: LoadedVersion | None = None) -> Non
             for fd in fds:
                 os.close(fd)
             continue
+        if isinstance(message, m.Spawn) and message.isolation is not None:
+            cgroups.stash(message.isolation.cgroups)
         reply: m.ControlMessage
         try:
             if isinstance(message, m.SpawnTemplate):
@@ -176,15 +204,26 @@ def serve(control: socket.socket, preloaded: LoadedVersion | None = None) -> Non
                 )
                 spare = None
             else:
+                group = _child_group(message.instance_id)
                 pid = fork_instance(control, message, fds[0], preloaded)
-                root = cgroups.cgroup_root()
-                group = str(root / message.instance_id) if root else None
                 reply = m.Spawned(instance_id=message.instance_id, pid=pid, cgroup=group)
         except OSError as exc:
             reply = m.SpawnFailed(instance_id=getattr(message, "instance_id", ""), message=str(exc))
         control.send(m.encode_packet(reply))
         if spare is None:
             spare = _spare(control, preloaded)  # after the reply: off the caller's clock
+
+
+def _child_group(instance_id: str) -> str | None:
+    """The group a directly forked instance will be in: one it makes itself (as root), or one
+    the gateway made, reserved for it before the fork (as the function's uid)."""
+    root = cgroups.cgroup_root()
+    if root is None:
+        return None
+    if cgroups.privileged():
+        return str(root / instance_id)
+    reserved = cgroups.reserve()
+    return str(reserved) if reserved else None
 
 
 def _spare(control: socket.socket, preloaded: LoadedVersion | None) -> spares.Spare | None:
@@ -196,6 +235,9 @@ def _spare(control: socket.socket, preloaded: LoadedVersion | None) -> spares.Sp
 def main() -> None:
     control = socket.socket(fileno=int(sys.argv[1]))
     cgroups.remember_root()
+    # A layer's own runtime template runs as its function's uid (backends/local.py): the gateway
+    # made the memory cgroup of its first spare, as it does for a version template's forks.
+    cgroups.stash(json.loads(os.environ.pop("COLDBREW_TEMPLATE_CGROUPS", "[]")))
     started = time.perf_counter()
     # The instance code itself is imported here too: pydantic builds its models at import time,
     # which would otherwise cost every cold start tens of milliseconds.
@@ -207,7 +249,14 @@ def main() -> None:
     gc.freeze()
     ready = m.TemplateReady(pid=os.getpid(), preload_ms=(time.perf_counter() - started) * 1000)
     control.send(m.encode_packet(ready))
-    serve(control)
+    # The gateway's private /tmp mounts: unmounted here when the gateway has gone (even killed
+    # with SIGKILL), so none is left in the machine's mount table (runtime/isolation.py).
+    tmp_root = os.environ.pop(isolation.TMP_ROOT, None)
+    try:
+        serve(control)
+    finally:
+        if tmp_root and os.geteuid() == 0:
+            isolation.unmount_under(tmp_root)
 
 
 if __name__ == "__main__":

@@ -12,14 +12,19 @@ import contextlib
 import enum
 import itertools
 import logging
+import re
 import time
 from collections.abc import Callable
 
 from coldbrew import errors
 from coldbrew.backends.base import Backend, SpawnedInstance
+from coldbrew.backends.process import Process
 from coldbrew.runtime import messages as m
 
 log = logging.getLogger("coldbrew.instance")
+StreamOutput = m.StreamFrame | m.StreamEnded | m.StreamFeatures | Exception
+"""What a stream session's queue carries: the handler's frames, its lookups, its end, or the
+instance's death."""
 
 
 class State(enum.Enum):
@@ -44,6 +49,8 @@ class Instance:
         self.on_exit = on_exit
         self.state = State.STARTING
         self.pid: int | None = None
+        self.process: Process | None = None
+        """The process's handle (pid, is_alive, ping, terminate, kill), once attached."""
         self.inflight = 0
         self.invocations = 0
         self.created_at = time.monotonic()
@@ -53,7 +60,7 @@ class Instance:
         """How this instance started: source, fork_ms, init_ms, start_ms (see Pool._boot)."""
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending: dict[int, asyncio.Future[m.Result | m.BatchResult]] = {}
-        self._streams: dict[int, asyncio.Queue[m.StreamFrame | m.StreamEnded | Exception]] = {}
+        self._streams: dict[int, asyncio.Queue[StreamOutput]] = {}
         self._ids = itertools.count(1)
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
@@ -87,6 +94,7 @@ class Instance:
         self._forked = time.perf_counter()
         self._source = spawned.source
         self.pid = spawned.pid
+        self.process = spawned.process
         self._writer = spawned.writer
         self._reader_task = asyncio.create_task(self._read(spawned.reader))
 
@@ -104,7 +112,7 @@ class Instance:
             self._died()
 
     def _handle(self, message: m.InstanceMessage) -> None:
-        if isinstance(message, m.StreamFrame | m.StreamEnded):
+        if isinstance(message, m.StreamFrame | m.StreamEnded | m.StreamFeatures):
             stream = self._streams.get(message.id)
             if stream is not None:
                 stream.put_nowait(message)
@@ -201,15 +209,13 @@ class Instance:
         assert isinstance(result, m.BatchResult)
         return result
 
-    def open_stream(
-        self, fields: dict[str, object]
-    ) -> tuple[int, asyncio.Queue[m.StreamFrame | m.StreamEnded | Exception]]:
+    def open_stream(self, fields: dict[str, object]) -> tuple[int, asyncio.Queue[StreamOutput]]:
         """Start the stream handler; its outputs (and its end, or this instance's death) arrive
         on the returned queue."""
         if self.state is State.DEAD or self._writer is None:
             raise self._death_reason()
         stream_id = next(self._ids)
-        outputs: asyncio.Queue[m.StreamFrame | m.StreamEnded | Exception] = asyncio.Queue()
+        outputs: asyncio.Queue[StreamOutput] = asyncio.Queue()
         self._streams[stream_id] = outputs
         self._writer.write(m.encode(m.StreamOpen(id=stream_id, **fields)))  # type: ignore[arg-type]
         return stream_id, outputs
@@ -256,6 +262,29 @@ class Instance:
             "idle_s": round(time.monotonic() - self.last_used, 3),
             "init_ms": self.init_ms,
         }
+
+
+_IMPORT_FAILED = re.compile(
+    r"cannot import handler module '(?P<module>[^']+)': (?P<type>[A-Za-z_][\w.]*): (?P<message>.*)",
+    re.S,
+)
+
+
+def start_failure(reason: BaseException | None) -> tuple[str, str, str | None, str]:
+    """Why an instance did not start, from the error its death left: ``(error type, message,
+    handler module or None, kind)``, kind being ``import``, ``load``, ``memory`` or ``crash``.
+
+    For a failed import these are the user code's own exception (``RuntimeError``, ``boom``),
+    as the runtime reported it (``runtime/instance.py``), never a stack trace."""
+    if isinstance(reason, errors.OutOfMemory):
+        return "MemoryError", reason.message, None, "memory"
+    if isinstance(reason, errors.DeployError):
+        found = _IMPORT_FAILED.fullmatch(reason.message)
+        if found:
+            return found["type"], found["message"], found["module"], "import"
+        return "LoadError", reason.message, None, "load"
+    message = reason.message if isinstance(reason, errors.ColdbrewError) else str(reason)
+    return "InstanceCrashed", message, None, "crash"
 
 
 def _load_error(info: m.ErrorInfo) -> errors.ColdbrewError:

@@ -10,24 +10,8 @@ from __future__ import annotations
 from datetime import datetime, time
 from zoneinfo import ZoneInfo
 
+from coldbrew.core.calendar import parse_days
 from coldbrew.runtime.config import ProvisionedSchedule
-
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
-
-def parse_days(spec: str) -> set[int]:
-    """``mon-fri``, ``sat,sun``, ``daily`` -> weekday numbers (Monday is 0)."""
-    spec = spec.strip().lower()
-    if spec in ("daily", "*", "all"):
-        return set(range(7))
-    days: set[int] = set()
-    for part in spec.split(","):
-        first, _, last = part.strip().partition("-")
-        start = DAYS.index(first[:3])
-        end = DAYS.index(last[:3]) if last else start
-        span = range(start, end + 1) if start <= end else [*range(start, 7), *range(0, end + 1)]
-        days.update(span)
-    return days
 
 
 def _clock(text: str) -> time:

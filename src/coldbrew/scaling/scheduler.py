@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 import uuid
 from collections.abc import Callable
@@ -21,12 +20,15 @@ from typing import Any, Protocol
 from coldbrew import errors
 from coldbrew.backends.base import Backend
 from coldbrew.batching.batcher import Batcher
+from coldbrew.core.outcome import ColdStart, Kind, Outcome
 from coldbrew.runtime import messages as m
 from coldbrew.runtime.config import FunctionConfig
 from coldbrew.runtime.context import function_arn
 from coldbrew.scaling.instance import Instance
+from coldbrew.scaling.leases import LOCAL, SlotLeases
 from coldbrew.scaling.pool import Pool, TemplatePolicy, VersionInfo
 from coldbrew.scaling.provisioned import provisioned_instances
+from coldbrew.scaling.streams import StreamLease, stream_fields
 
 log = logging.getLogger("coldbrew.scheduler")
 RESOLVE_TTL_S = 1.0
@@ -43,50 +45,30 @@ class VersionRecordLike(Protocol):
 
 
 class VersionSource(Protocol):
-    """Where versions come from (the registry)."""
+    """Where versions come from (the registry). A source that also has ``resolve_split``
+    (returning ``main``, ``weighted`` pairs, ``sticky``, ``alias``) serves weighted aliases."""
 
     def resolve(self, name: str, qualifier: str | None = None) -> VersionRecordLike: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficSplit:
+    """What ``name[:qualifier]`` resolves to: one version, or a weighted split of versions from
+    which the data plane draws each invocation's (``coldbrew.dataplane.split``)."""
+
+    main: VersionInfo
+    weighted: tuple[tuple[float, VersionInfo], ...] = ()
+    """(fraction, version) of the alias's other versions; ``main`` gets the remainder."""
+    sticky: str | None = None
+    """JSON path of the event field whose value keeps a caller on one version."""
+    salt: str = ""
+    """``function:alias``: two aliases of one function split independently."""
 
 
 class BundleSource(Protocol):
     """Turns a version's manifest into a folder on local disk (the artifact store)."""
 
     def materialize(self, manifest: dict[str, str], dest: Path) -> Path: ...
-
-
-@dataclass
-class Outcome:
-    """What happened to one invocation: everything the edge needs to answer and meter it."""
-
-    request_id: str
-    function_name: str
-    version: int
-    cold_start: bool
-    body: bytes
-    error: m.ErrorInfo | None
-    duration_ms: float
-    init_ms: float | None
-    memory_mb: int
-    logs: str | None = None
-    """The invocation's captured output, when asked for (``want_logs``)."""
-    qualifier: str | None = None
-    platform_error: str | None = None
-    """Code of the platform failure (THROTTLED, TIMEOUT, OUT_OF_MEMORY, ...) if the invocation
-    did not complete; ``error`` is then None and ``body`` empty."""
-    queue_ms: float = 0.0
-    """Time from placement until an instance slot was this invocation's (a cold start's
-    fork and load included)."""
-    start: dict[str, Any] | None = None
-    """For a cold start, where its time went: source, fork_ms, init_ms, start_ms."""
-    batch_size: int = 1
-    """How many invocations shared the handler call that answered this one."""
-    wall_ms: float = 0.0
-    """Gateway-side time from placement to answer, queueing and cold start included."""
-
-    @property
-    def billed_duration_ms(self) -> int:
-        # Lambda bills in 1 ms steps, rounded up, with a 1 ms minimum.
-        return max(1, math.ceil(self.duration_ms))
 
 
 class Scheduler:
@@ -106,13 +88,18 @@ class Scheduler:
         self.bundles_dir = bundles_dir
         self.reap_interval_s = reap_interval_s
         self.pools: dict[str, Pool] = {}
-        self._resolved: dict[tuple[str, str | None], tuple[float, VersionInfo]] = {}
+        self.leases: SlotLeases = LOCAL
+        """Instance slots shared with other gateways (scaling/leases.py); set by the platform."""
+        self._resolved: dict[tuple[str, str | None], tuple[float, TrafficSplit]] = {}
         self._materializing: dict[str, asyncio.Future[VersionInfo]] = {}
-        self._lookups: dict[tuple[str, str | None], asyncio.Future[VersionInfo]] = {}
+        self._lookups: dict[tuple[str, str | None], asyncio.Future[TrafficSplit]] = {}
         self._generations: dict[str, int] = {}
         self._reaper: asyncio.Task[None] | None = None
         self.observers: list[Callable[[Outcome], None]] = []
         self.batch_observers: list[Callable[[str, int], None]] = []
+        self.feature_observers: list[Callable[[str, list[m.FeatureStat]], None]] = []
+        """Called with (function, lookups) for each frame's feature lookups of a stream session
+        (an invocation's come in its outcome). Quick, on the event loop, as the others."""
         self._pings: set[asyncio.Task[None]] = set()
         """Called with (function, size) for every batch sent to an instance."""
         """Called with every invocation's outcome, failures included (metering, metrics, logs).
@@ -131,7 +118,11 @@ class Scheduler:
 
     # --- resolving ------------------------------------------------------------------------------
     async def resolve(self, name: str, qualifier: str | None) -> VersionInfo:
-        """The version ``name[:qualifier]`` points at, from a cache refreshed every second.
+        """The (main) version ``name[:qualifier]`` points at; see :meth:`resolve_split`."""
+        return (await self.resolve_split(name, qualifier)).main
+
+    async def resolve_split(self, name: str, qualifier: str | None) -> TrafficSplit:
+        """The version(s) ``name[:qualifier]`` points at, from a cache refreshed every second.
 
         On the hot path this is a dict lookup: an expired entry is still served while one
         background refresh runs (so other gateways' deploys show within ~1 s), and concurrent
@@ -146,7 +137,7 @@ class Scheduler:
             return info
         return await asyncio.shield(self._lookup(key))
 
-    def _lookup(self, key: tuple[str, str | None]) -> asyncio.Future[VersionInfo]:
+    def _lookup(self, key: tuple[str, str | None]) -> asyncio.Future[TrafficSplit]:
         pending = self._lookups.get(key)
         if pending is None:
             pending = asyncio.ensure_future(self._fetch(key))
@@ -160,14 +151,29 @@ class Scheduler:
             pending.add_done_callback(lambda f: f.cancelled() or f.exception())
         return pending
 
-    async def _fetch(self, key: tuple[str, str | None]) -> VersionInfo:
+    async def _fetch(self, key: tuple[str, str | None]) -> TrafficSplit:
         generation = self._generations.get(key[0], 0)
+        resolve_split = getattr(self.versions, "resolve_split", None)
         try:
-            record = await asyncio.to_thread(self.versions.resolve, *key)
+            if resolve_split is None:
+                found: Any = await asyncio.to_thread(self.versions.resolve, *key)
+            else:
+                found = await asyncio.to_thread(resolve_split, *key)
         except errors.NotFound:
             self._resolved.pop(key, None)
             raise
-        info = await self._version_info(record)
+        if resolve_split is None:
+            info = TrafficSplit(await self._version_info(found))
+        else:
+            weighted = tuple(
+                [(fraction, await self._version_info(r)) for fraction, r in found.weighted]
+            )
+            info = TrafficSplit(
+                await self._version_info(found.main),
+                weighted,
+                found.sticky,
+                f"{key[0]}:{found.alias}",
+            )
         if self._generations.get(key[0], 0) == generation:  # not overtaken by a deploy
             self._resolved[key] = (time.monotonic() + RESOLVE_TTL_S, info)
         return info
@@ -205,7 +211,7 @@ class Scheduler:
     def pool_for(self, version: VersionInfo) -> Pool:
         pool = self.pools.get(version.key)
         if pool is None or pool.closed:
-            pool = Pool(version, self.backend, self.template_policy)
+            pool = Pool(version, self.backend, self.template_policy, leases=self.leases)
             self.pools[version.key] = pool
         return pool
 
@@ -220,6 +226,9 @@ class Scheduler:
         client_context: dict[str, Any] | None = None,
         identity: dict[str, Any] | None = None,
         want_logs: bool = False,
+        caller: str | None = None,
+        protocol: str = "native",
+        kind: Kind = "sync",
     ) -> Outcome:
         """Run one invocation on ``version``. Platform failures raise ColdbrewError; a handler
         that raised comes back as ``Outcome.error`` (it still ran, and is still billed).
@@ -250,10 +259,14 @@ class Scheduler:
                     qualifier=qualifier,
                     platform_error=exc.code,
                     wall_ms=(time.perf_counter() - started) * 1000,
+                    caller=caller,
+                    protocol=protocol,
+                    kind=kind,
                 )
             )
             raise
         outcome.wall_ms = (time.perf_counter() - started) * 1000
+        outcome.caller, outcome.protocol, outcome.kind = caller, protocol, kind
         self._notify(outcome)
         return outcome
 
@@ -264,8 +277,15 @@ class Scheduler:
             except Exception:
                 log.exception("batch observer failed")
 
-    def record(self, outcome: Outcome) -> None:
-        """Report an outcome produced outside ``invoke`` (stream sessions) to the observers."""
+    def _on_features(self, function: str, stats: list[m.FeatureStat]) -> None:
+        for observer in self.feature_observers:
+            try:
+                observer(function, stats)
+            except Exception:
+                log.exception("feature lookup observer failed")
+
+    def report(self, outcome: Outcome) -> None:
+        """Hand an outcome produced outside the pools (an ensemble's) to the observers."""
         self._notify(outcome)
 
     def _notify(self, outcome: Outcome) -> None:
@@ -319,6 +339,7 @@ class Scheduler:
             logs=result.logs,
             qualifier=qualifier,
             queue_ms=queue_ms,
+            features=result.features,
             start=self._cold_start(
                 pool, cold, fields["request_id"], queue_ms, instance.start, result.duration_ms
             ),
@@ -333,12 +354,12 @@ class Scheduler:
         start: dict[str, Any],
         first_ms: float,
         record: bool = True,
-    ) -> dict[str, Any] | None:
+    ) -> ColdStart | None:
         if not cold or not start:
             return None
         if record:  # once per cold start, not once per caller of its first batch
             pool.record_cold_start(request_id, queue_ms, start, first_ms)
-        return start
+        return ColdStart.from_dict(start)
 
     async def _invoke_batched(
         self, pool: Pool, fields: dict[str, Any], qualifier: str | None
@@ -360,6 +381,7 @@ class Scheduler:
             cold_start=done.cold_start,
             body=done.result.body,
             error=done.result.error,
+            features=done.result.features,
             duration_ms=done.duration_ms,
             init_ms=done.init_ms,
             memory_mb=config.memory_mb,
@@ -375,6 +397,52 @@ class Scheduler:
                 done.duration_ms,
                 done.first_in_batch,
             ),
+        )
+
+    async def open_stream(
+        self,
+        version: VersionInfo,
+        request_id: str,
+        *,
+        qualifier: str | None = None,
+        caller: str | None = None,
+        protocol: str = "stream",
+    ) -> StreamLease:
+        """Lease one instance slot of ``version`` to a stream session until the lease closes."""
+        pool = self.pool_for(version)
+        pool.callers += 1  # the reaper keeps the pool while the session lives
+        try:
+            instance, cold = await pool.acquire()
+        except BaseException:
+            pool.callers -= 1
+            raise
+        config = version.config
+        arn = function_arn(version.function_name, qualifier)
+        try:
+            stream_id, outputs = instance.open_stream(
+                stream_fields(request_id, arn, config.stream_max_duration_s)
+            )
+        except BaseException:
+            pool.release(instance)
+            pool.callers -= 1
+            raise
+        outcome = Outcome(
+            request_id=request_id,
+            function_name=version.function_name,
+            version=version.number,
+            cold_start=cold,
+            body=b"",
+            error=None,
+            duration_ms=0.0,
+            init_ms=None,
+            memory_mb=config.memory_mb,
+            qualifier=qualifier,
+            caller=caller,
+            protocol=protocol,
+            kind="stream",
+        )
+        return StreamLease(
+            pool, instance, cold, stream_id, outputs, outcome, self._notify, self._on_features
         )
 
     async def warm(self, name: str) -> None:
@@ -399,6 +467,10 @@ class Scheduler:
 
     async def drop_function(self, name: str) -> None:
         self.forget(name)
+        # Its bundle folders may now be garbage-collected (store/gc.py): a function created
+        # again under this name must materialize its bundle again, not trust a cached path.
+        for key in [k for k in self._materializing if k.startswith(f"{name}:")]:
+            del self._materializing[key]
         doomed = [k for k, p in self.pools.items() if p.version.function_name == name]
         pools = [self.pools.pop(k) for k in doomed]
         await asyncio.gather(*(p.close() for p in pools), return_exceptions=True)

@@ -3,35 +3,37 @@ surprise.
 
 - The store checks every blob's sha256 while materialising a bundle (``store/``).
 - :class:`VerifiedBundles` re-checks a materialised bundle against its manifest when it is
-  first used by this gateway, and :class:`VerifyingBackend` again before every instance or
-  version template is started from it. Re-hashing is skipped for files whose inode, size,
-  mtime and ctime are those seen at the last full check: ctime cannot be set from user space,
-  so any edit of a file forces a new hash. A mismatch is ``ARTIFACT_TAMPERED``.
-- Pickle-based formats (joblib, pickle) and skops files naming types outside skops' default
-  trusted set are refused at deploy unless marked trusted (``check_model_trust``).
+  first used by this gateway, and ``backends.verifying.VerifyingBackend`` again before every
+  instance or version template is started from it. Re-hashing is skipped for files whose
+  inode, size, mtime and ctime are those seen at the last full check: ctime cannot be set from
+  user space, so any edit of a file forces a new hash. A mismatch is ``ARTIFACT_TAMPERED``.
+- Pickle-based formats (joblib, pickle), TorchScript and torch.export programs, and skops files
+  naming types outside skops' default trusted set are refused at deploy unless marked trusted
+  (``check_model_trust``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import os
 from pathlib import Path
 
 from coldbrew import errors
-from coldbrew.backends.base import InstanceSpec, SpawnedInstance
-from coldbrew.backends.local import LocalBackend
 from coldbrew.settings import Settings
 from coldbrew.store import ArtifactStore, TamperedArtifact
 from coldbrew.store.crypto import ArtifactCipher
-from coldbrew.store.hashing import CHUNK_SIZE
+from coldbrew.store.hashing import hash_file
 
 PICKLE_FORMATS = ("joblib", "pickle")
+PROGRAM_FORMATS = {"torchscript": "a TorchScript", "torch_export": "a torch.export"}
+"""Files that are programs, not weights: ``torch.jit.load`` and ``torch.export.load`` rebuild
+the module from records and code serialized in the file (no type allow-list holds, unlike
+``torch.load(weights_only=True)``), and the program runs whatever operators it names."""
 Stamp = tuple[int, int, int, int]
 
 
 class UntrustedArtifact(errors.ColdbrewError):
     code = "UNTRUSTED_ARTIFACT"
+    status = 422
 
 
 def artifact_cipher(settings: Settings) -> ArtifactCipher | None:
@@ -41,14 +43,6 @@ def artifact_cipher(settings: Settings) -> ArtifactCipher | None:
 def _stamp(path: Path) -> Stamp:
     st = os.stat(path)
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as src:
-        while chunk := src.read(CHUNK_SIZE):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class VerifiedBundles:
@@ -78,7 +72,7 @@ class VerifiedBundles:
                 stamp = _stamp(path)
                 if seen.get(rel) == stamp:
                     continue
-                actual = _sha256_file(path)
+                actual = hash_file(path)
             except FileNotFoundError:
                 actual = "missing"
                 stamp = (0, 0, 0, 0)
@@ -92,22 +86,6 @@ class VerifiedBundles:
             seen[rel] = stamp
 
 
-class VerifyingBackend(LocalBackend):
-    """The local backend, checking a stored bundle before anything is started from it."""
-
-    def __init__(self, settings: Settings, bundles: VerifiedBundles) -> None:
-        super().__init__(settings)
-        self.bundles = bundles
-
-    async def spawn(self, spec: InstanceSpec) -> SpawnedInstance:
-        await asyncio.to_thread(self.bundles.verify, spec.bundle_dir)
-        return await super().spawn(spec)
-
-    async def start_version_template(self, key: str, spec: InstanceSpec) -> float:
-        await asyncio.to_thread(self.bundles.verify, spec.bundle_dir)
-        return await super().start_version_template(key, spec)
-
-
 def check_model_trust(path: Path, fmt: str | None, trusted: bool) -> None:
     """Refuse a model whose loading could run code from the file, unless trusted."""
     if trusted or fmt is None:
@@ -117,6 +95,13 @@ def check_model_trust(path: Path, fmt: str | None, trusted: bool) -> None:
             f"'{path.name}' is a {fmt} file: loading it runs code from the file. Deploy it "
             "with --trust (trusted=true, or trust_pickle = true in coldbrew.toml) if you made "
             "it yourself, or export it as skops or ONNX",
+            format=fmt,
+        )
+    if fmt in PROGRAM_FORMATS:
+        raise UntrustedArtifact(
+            f"'{path.name}' is {PROGRAM_FORMATS[fmt]} program: loading it deserialises and runs "
+            "code from the file. Deploy it with --trust (trusted=true, or trust_pickle = true in "
+            "coldbrew.toml) if you made it yourself, or export it as ONNX",
             format=fmt,
         )
     if fmt == "skops":

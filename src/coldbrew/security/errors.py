@@ -1,5 +1,5 @@
-"""Errors of the security layer. Like the core errors they know nothing of HTTP;
-``gateway/errors.py`` maps their codes to statuses.
+"""Errors of the security layer. Like the core errors each declares its HTTP status
+(``coldbrew.errors``), which ``gateway/errors.py`` renders.
 
     ColdbrewError                           (coldbrew.errors)
     ├── Unauthorized       UNAUTHORIZED        no credentials, or credentials that do not check out
@@ -20,14 +20,17 @@ from coldbrew import errors
 
 class Unauthorized(errors.ColdbrewError):
     code = "UNAUTHORIZED"
+    status = 401
 
 
 class Forbidden(errors.ColdbrewError):
     code = "FORBIDDEN"
+    status = 403
 
 
 class DeadlineExceeded(errors.ColdbrewError):
     code = "DEADLINE_EXCEEDED"
+    status = 504
 
 
 class RateLimited(errors.Throttled):

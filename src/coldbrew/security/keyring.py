@@ -7,18 +7,21 @@ a minute per key, off the request path.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from coldbrew import errors
+from coldbrew.core.network import check_cidrs
 from coldbrew.registry.security import SecurityStore, now
 from coldbrew.security import keys
-from coldbrew.security.network import check_cidrs
 from coldbrew.security.principal import ROLES, KeyLimits, Principal, parse_functions
 
 CACHE_TTL_S = 1.0
+MAX_LIMIT = 2**31 - 1
+"""Bursts and quotas are 32-bit columns in the registry."""
 LAST_USED_EVERY_S = 60.0
 
 
@@ -36,11 +39,11 @@ class KeySpec:
     def validate(self) -> KeySpec:
         if self.role not in ROLES:
             raise errors.ValidationError(f"unknown role {self.role!r}; known: {', '.join(ROLES)}")
-        if self.rate_per_s is not None and self.rate_per_s <= 0:
-            raise errors.ValidationError("rate must be positive")
+        if self.rate_per_s is not None and not 0 < self.rate_per_s < math.inf:  # NaN too
+            raise errors.ValidationError("rate must be a positive, finite number")
         for value in (self.burst, self.daily_quota, self.monthly_quota):
-            if value is not None and value < 0:
-                raise errors.ValidationError("burst and quotas must not be negative")
+            if value is not None and not 0 <= value <= MAX_LIMIT:
+                raise errors.ValidationError(f"burst and quotas must be 0 to {MAX_LIMIT}")
         try:
             ips = tuple(check_cidrs(self.ip_allowlist))
         except ValueError as exc:

@@ -14,7 +14,6 @@ always global.
 from __future__ import annotations
 
 import fnmatch
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -81,9 +80,3 @@ def parse_functions(value: str | list[str] | None) -> tuple[str, ...]:
         return ()
     items = value.split(",") if isinstance(value, str) else [str(v) for v in value]
     return tuple(item.strip() for item in items if item.strip())
-
-
-CALLER: ContextVar[str | None] = ContextVar("coldbrew_caller", default=None)
-"""The caller of the invocation being handled, for the meter's ``caller`` column. Set by the
-gateway around each request; read by the meter when the scheduler reports the outcome (the
-scheduler calls its observers in the request's own task, so the value is the right one)."""

@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from coldbrew.store import gc
 from coldbrew.store.manifest import check_manifest
 
 
@@ -69,12 +70,17 @@ class BaseArtifactStore(abc.ABC):
         is (bundles are immutable, so a folder at a content-derived path never goes stale)."""
         check_manifest(manifest)
         dest = Path(dest)
-        if dest.is_dir():
-            return dest
+        # Refreshed under the collector's lock: a bundle used again is not garbage (store/gc.py);
+        # one collected a moment ago is built again below.
+        with gc.guard(dest.parent):
+            if dest.is_dir() and gc.touch(dest):
+                return dest
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
-            tmp.mkdir()
+            # 0700 from the start: a published folder is private until the gateway grants its
+            # function (security/home.py), never readable by every uid in between.
+            tmp.mkdir(mode=0o700)
             for rel, sha256 in sorted(manifest.items()):
                 target = tmp / rel
                 target.parent.mkdir(parents=True, exist_ok=True)

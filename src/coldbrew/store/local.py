@@ -1,7 +1,8 @@
 """Artifact store in a local folder: ``<root>/sha256/ab/abcdef...``.
 
 The default on one machine. Blobs are written to ``<root>/tmp`` (same filesystem) and renamed
-into place, so a blob path that exists always holds a complete file."""
+into place, so a blob path that exists always holds a complete file. Unreferenced blobs are
+removed by ``store/gc.py``; a blob's modification time is when it was last stored."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from coldbrew import errors
+from coldbrew.store import gc
 from coldbrew.store.base import BaseArtifactStore
 from coldbrew.store.crypto import ArtifactCipher
 from coldbrew.store.errors import TamperedArtifact
@@ -125,14 +127,19 @@ class LocalArtifactStore(BaseArtifactStore):
             tmp_path.unlink(missing_ok=True)
 
     def _commit(self, tmp_path: Path, out: BinaryIO, sha256: str) -> None:
-        """Move a finished temp file to its content address, unless it is already stored."""
+        """Move a finished temp file to its content address, unless it is already stored.
+
+        A blob already stored has its modification time refreshed instead, under the garbage
+        collector's lock: a deploy reusing it must not lose it to a collection that started
+        before the deploy recorded its version (store/gc.py)."""
         final = self.path_of(sha256)
-        if final.is_file():
-            return
-        out.flush()
-        # fsync before rename: after a crash a blob path must never hold a truncated file.
-        os.fsync(out.fileno())
-        # Read-only so that nothing edits a blob in place by accident; content is its name.
-        os.chmod(tmp_path, _READ_ONLY)
-        final.parent.mkdir(exist_ok=True)
-        os.replace(tmp_path, final)
+        with gc.guard(self.root):
+            if final.is_file() and gc.touch(final):
+                return
+            out.flush()
+            # fsync before rename: after a crash a blob path must never hold a truncated file.
+            os.fsync(out.fileno())
+            # Read-only so that nothing edits a blob in place by accident; content is its name.
+            os.chmod(tmp_path, _READ_ONLY)
+            final.parent.mkdir(exist_ok=True)
+            os.replace(tmp_path, final)

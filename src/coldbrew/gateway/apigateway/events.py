@@ -5,6 +5,10 @@ Payload 1.0 is the REST API (and HTTP API v1) shape: ``headers`` + ``multiValueH
 absent parts are ``null``. Payload 2.0 is the HTTP API shape: lower-case headers with repeated
 values comma-joined, ``cookies`` taken out of the headers, ``requestContext.http``, and absent
 parts left out. Bodies that are not text are base64 with ``isBase64Encoded: true``.
+
+coldbrew's own credentials are not the function's business: ``Authorization`` and
+``X-Api-Key`` are left out of the event unless the route has ``forward_credentials`` (an
+admin's choice), so an admin's key sent to a route never reaches a deployer's code.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ TEXT_TYPES = (
     "application/graphql",
     "application/yaml",
 )
+CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key"})
+"""Headers that carry coldbrew's credentials (bearer keys, JWTs, SigV4 access key ids)."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,16 @@ class RouteContext:
     path_parameters: dict[str, str]
     stage: str
     request_id: str
+    forward_credentials: bool = False
+    """Keep ``Authorization`` and ``X-Api-Key`` in the event (off by default)."""
+
+
+def event_headers(request: Request, forward_credentials: bool = False) -> list[tuple[str, str]]:
+    """The request's headers as the function may see them, repeated ones in order."""
+    items = request.headers.items()
+    if forward_credentials:
+        return list(items)
+    return [(k, v) for k, v in items if k not in CREDENTIAL_HEADERS]
 
 
 def is_text(content_type: str | None, body: bytes) -> bool:
@@ -87,7 +103,7 @@ def _source_ip(request: Request) -> str:
 def rest_event(request: Request, body: bytes, route: RouteContext) -> dict[str, Any]:
     """A REST API proxy event (payload format 1.0)."""
     multi_headers: dict[str, list[str]] = {}
-    for key, value in request.headers.items():
+    for key, value in event_headers(request, route.forward_credentials):
         multi_headers.setdefault(key, []).append(value)
     multi_query: dict[str, list[str]] = {}
     for key, value in request.query_params.multi_items():
@@ -151,7 +167,7 @@ def http_event(request: Request, body: bytes, route: RouteContext) -> dict[str, 
     """An HTTP API proxy event (payload format 2.0)."""
     headers: dict[str, str] = {}
     cookies: list[str] = []
-    for key, value in request.headers.items():
+    for key, value in event_headers(request, route.forward_credentials):
         if key == "cookie":
             cookies.extend(c.strip() for c in value.split(";") if c.strip())
             continue

@@ -1,5 +1,9 @@
 """The catch-all route: a request no other route took is served by the function mounted on
-its API Gateway route, or answered with the usual JSON NOT_FOUND."""
+its API Gateway route, or answered with the usual JSON NOT_FOUND.
+
+A path under one of coldbrew's own prefixes (``/v1``, ``/2015-03-31``...) that no coldbrew
+endpoint took is a mistake of the caller's (``/v1/functoins``): it is NOT_FOUND, never a
+function's event, whatever routes exist."""
 
 from __future__ import annotations
 
@@ -8,15 +12,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from coldbrew import errors
+from coldbrew.dataplane import InvocationRequest
 from coldbrew.gateway.apigateway.events import RouteContext, build_event
 from coldbrew.gateway.apigateway.responses import outcome_response
 from coldbrew.gateway.apigateway.routing import Router
 from coldbrew.gateway.auth import current
 from coldbrew.gateway.body import read_body
 from coldbrew.gateway.errors import error_response, from_exception
-from coldbrew.gateway.invoke import request_id_for
+from coldbrew.gateway.outcomes import request_id_for
 from coldbrew.platform import Platform
-from coldbrew.registry.routes import RouteTable
+from coldbrew.registry.routes import RouteTable, reserved_prefix
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
@@ -33,7 +38,8 @@ def router_for(request: Request) -> Router:
 async def serve(request: Request) -> Response:
     platform: Platform = request.app.state.platform
     request_id = request_id_for(request)
-    found = await router_for(request).match(request.method, request.url.path)
+    path = request.url.path
+    found = None if reserved_prefix(path) else await router_for(request).match(request.method, path)
     if found is None:
         return error_response(
             "NOT_FOUND",
@@ -49,11 +55,21 @@ async def serve(request: Request) -> Response:
         )
     try:
         body = await read_body(request, platform.settings.max_payload_bytes)
-        context = RouteContext(route.method, route.path, params, route.stage, request_id)
+        context = RouteContext(
+            route.method, route.path, params, route.stage, request_id, route.forward_credentials
+        )
         event = build_event(route.payload_format, request, body, context)
-        version = await platform.scheduler.resolve(route.function_name, route.qualifier)
-        outcome = await platform.scheduler.invoke(
-            version, orjson.dumps(event), request_id, qualifier=route.qualifier
+        outcome = await platform.dataplane.invoke(
+            InvocationRequest(
+                route.function_name,
+                orjson.dumps(event),
+                request_id,
+                route.qualifier,
+                current(request),
+                protocol="apigateway",
+                event=event,
+                check_schema=False,  # the event is API Gateway's envelope (docs/APIGATEWAY.md)
+            )
         )
     except errors.ColdbrewError as exc:
         return from_exception(exc, {"x-request-id": request_id})

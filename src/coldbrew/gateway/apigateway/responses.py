@@ -14,9 +14,10 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
+from coldbrew.core.outcome import Outcome
+from coldbrew.dataplane.limits import limit_headers
 from coldbrew.gateway.errors import error_response
 from coldbrew.gateway.proxy import looks_like_proxy, proxy_response
-from coldbrew.scaling.scheduler import Outcome
 
 
 def result_response(body: bytes, headers: dict[str, str]) -> Response:
@@ -35,6 +36,8 @@ def outcome_response(outcome: Outcome) -> Response:
     """API Gateway hides a failed handler behind a 502; so does coldbrew, with a stable code
     and the request id that finds the invocation in the function's log."""
     headers = {"x-request-id": outcome.request_id, "apigw-requestid": outcome.request_id}
+    if outcome.limits is not None:
+        headers.update(limit_headers(outcome.limits))
     if outcome.error is not None:
         return error_response(
             outcome.error.code,

@@ -24,9 +24,9 @@ import orjson
 from starlette.applications import Starlette
 
 from coldbrew import errors
-from coldbrew.gateway.invoke import split_qualifier
 from coldbrew.gateway.oip.model import INPUT_NAME, event_for, outputs_from_result
 from coldbrew.gateway.proxy import looks_like_proxy
+from coldbrew.gateway.targets import split_qualifier
 from coldbrew.platform import Platform
 from coldbrew.runtime.config import BUILTIN_MODEL_HANDLER
 from coldbrew.scaling.pool import VersionInfo

@@ -107,12 +107,15 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
 def _split(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
     if header_length is None:
         return body, memoryview(b"")
-    if not header_length.strip().isdigit() or int(header_length) > len(body):
+    digits = header_length.strip()
+    # isascii: str.isdigit() is also true of '²', which int() refuses; and int() refuses more
+    # than 4,300 digits.
+    if not (digits.isascii() and digits.isdigit() and len(digits) < 20) or int(digits) > len(body):
         raise TensorError(
             f"Inference-Header-Content-Length {header_length!r} is not a length within the "
             f"{len(body)}-byte body"
         )
-    cut = int(header_length)
+    cut = int(digits)
     return body[:cut], memoryview(body)[cut:]
 
 

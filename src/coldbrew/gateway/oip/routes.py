@@ -15,12 +15,14 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 from coldbrew import __version__, errors
+from coldbrew.core.outcome import Outcome
+from coldbrew.dataplane import InvocationRequest
+from coldbrew.dataplane.limits import limit_headers
+from coldbrew.gateway.auth import current
 from coldbrew.gateway.body import read_body
-from coldbrew.gateway.errors import STATUS_BY_CODE, json_response
-from coldbrew.gateway.invoke import check_schema, outcome_headers, request_id_for
+from coldbrew.gateway.errors import json_response
 from coldbrew.gateway.oip.catalog import catalog_for
 from coldbrew.gateway.oip.model import (
     event_for,
@@ -35,8 +37,9 @@ from coldbrew.gateway.oip.protocol import (
     encode_infer_response,
     parse_infer_request,
 )
+from coldbrew.gateway.outcomes import outcome_headers, request_id_for
+from coldbrew.gateway.policy import OPEN, Endpoint, anyone, function
 from coldbrew.platform import Platform
-from coldbrew.scaling.scheduler import Outcome
 
 EXTENSIONS = ["binary_tensor_data"]
 
@@ -49,7 +52,10 @@ def from_exception(exc: errors.ColdbrewError, headers: dict[str, str] | None = N
     headers = dict(headers or {})
     if isinstance(exc, errors.Throttled):
         headers["Retry-After"] = str(exc.retry_after_s)
-    return oip_error(STATUS_BY_CODE.get(exc.code, 500), exc.message, headers)
+    decision = getattr(exc, "decision", None)
+    if decision is not None:
+        headers.update(limit_headers(decision))
+    return oip_error(exc.status, exc.message, headers)
 
 
 async def server_metadata(request: Request) -> Response:
@@ -106,7 +112,8 @@ async def infer(request: Request) -> Response:
     request_id = request_id_for(request)
     limit = platform.settings.max_payload_bytes
     try:
-        version, function, qualifier = await catalog_for(request.app).resolve(
+        # Resolved here too: a function that is not a model is no v2 model at all (NOT_FOUND).
+        _, function, qualifier = await catalog_for(request.app).resolve(
             request.path_params["name"], request.path_params.get("version")
         )
         body = decompress(
@@ -114,9 +121,11 @@ async def infer(request: Request) -> Response:
         )
         parsed = parse_infer_request(body, request.headers.get(HEADER_LENGTH))
         payload = event_for(rows_from_inputs(parsed.inputs))
-        if version.config.event_schema is not None:
-            check_schema(version, orjson.loads(payload))
-        outcome = await platform.scheduler.invoke(version, payload, request_id, qualifier=qualifier)
+        outcome = await platform.dataplane.invoke(
+            InvocationRequest(
+                function, payload, request_id, qualifier, current(request), protocol="oip"
+            )
+        )
     except errors.ColdbrewError as exc:
         return from_exception(exc, {"x-request-id": request_id})
     return render(outcome, parsed, function)
@@ -127,7 +136,7 @@ def render(outcome: Outcome, request: InferRequest, function: str) -> Response:
     headers = outcome_headers(outcome)
     if outcome.error is not None:
         message = f"the handler raised {outcome.error.type}: {outcome.error.message}"
-        return oip_error(STATUS_BY_CODE.get(outcome.error.code, 500), message, headers)
+        return oip_error(errors.status_of(outcome.error.code), message, headers)
     result = orjson.loads(outcome.body)
     refused = _refusal(result)
     if refused is not None:
@@ -169,17 +178,17 @@ def _refusal(result: Any) -> tuple[int, str] | None:
     return status, message
 
 
-def routes() -> list[BaseRoute]:
+def endpoints() -> list[Endpoint]:
     model = "/v2/models/{name}"
     versioned = "/v2/models/{name}/versions/{version}"
     return [
-        Route("/v2", server_metadata, methods=["GET"]),
-        Route("/v2/health/live", server_live, methods=["GET"]),
-        Route("/v2/health/ready", server_ready, methods=["GET"]),
-        Route(model, model_metadata, methods=["GET"]),
-        Route(f"{model}/ready", model_ready, methods=["GET"]),
-        Route(f"{model}/infer", infer, methods=["POST"]),
-        Route(versioned, model_metadata, methods=["GET"]),
-        Route(f"{versioned}/ready", model_ready, methods=["GET"]),
-        Route(f"{versioned}/infer", infer, methods=["POST"]),
+        Endpoint("/v2", server_metadata, "GET", anyone("read")),
+        Endpoint("/v2/health/live", server_live, "GET", OPEN),
+        Endpoint("/v2/health/ready", server_ready, "GET", OPEN),
+        Endpoint(model, model_metadata, "GET", function("read")),
+        Endpoint(f"{model}/ready", model_ready, "GET", function("read")),
+        Endpoint(f"{model}/infer", infer, "POST", function("invoke")),
+        Endpoint(versioned, model_metadata, "GET", function("read")),
+        Endpoint(f"{versioned}/ready", model_ready, "GET", function("read")),
+        Endpoint(f"{versioned}/infer", infer, "POST", function("invoke")),
     ]

@@ -85,13 +85,32 @@ def check_datatype(datatype: Any) -> str:
     return datatype
 
 
+MAX_DIMS = 32
+"""numpy's own limit in 1.x; no model input needs more."""
+MAX_ELEMENTS = 2**31 - 1
+"""Bound on a tensor's element count, and on every dimension (zero-sized dimensions included:
+``[0, 2**63]`` holds nothing, yet no array of that shape can be made)."""
+
+
 def check_shape(shape: Any) -> tuple[int, ...]:
-    """A request shape: a list of non-negative ints (no -1: a request tensor is concrete)."""
+    """A request shape: a list of non-negative ints (no -1: a request tensor is concrete), whose
+    element count fits in memory arithmetic (a 400 here, not an overflow in numpy)."""
     if not isinstance(shape, list) or not all(
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
     ):
-        raise TensorError(f"shape must be a list of non-negative integers, got {shape!r}")
+        raise TensorError(f"shape must be a list of non-negative integers, got {_cut(shape)}")
+    if len(shape) > MAX_DIMS:
+        raise TensorError(f"shape has {len(shape)} dimensions; at most {MAX_DIMS} are allowed")
+    if math.prod(d for d in shape if d) > MAX_ELEMENTS:  # non-zero dims: [0, 2**63] too
+        raise TensorError(
+            f"shape {_cut(shape)} is too large: at most {MAX_ELEMENTS} elements per tensor"
+        )
     return tuple(shape)
+
+
+def _cut(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 120 else text[:110] + "...]"
 
 
 def datatype_of(array: np.ndarray) -> str:

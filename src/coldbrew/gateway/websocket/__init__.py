@@ -7,19 +7,20 @@ selection, ``session`` one connection's life, ``management`` the @connections AP
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute, Route, WebSocketRoute
-
+from coldbrew.gateway.policy import WEBSOCKET, Endpoint, anyone, function
 from coldbrew.gateway.websocket import management, session
+from coldbrew.gateway.websocket.ownership import start_ownership, stop_ownership
 
 
-def routes() -> list[BaseRoute]:
+def endpoints() -> list[Endpoint]:
     connection = "/ws/@connections/{connection_id}"
+    # @connections: the handler checks the function that owns the connection.
     return [
-        WebSocketRoute("/ws/{name}", session.endpoint),
-        Route(connection, management.post_to_connection, methods=["POST"]),
-        Route(connection, management.get_connection, methods=["GET"]),
-        Route(connection, management.delete_connection, methods=["DELETE"]),
+        Endpoint("/ws/{name}", session.endpoint, WEBSOCKET, function("invoke")),
+        Endpoint(connection, management.post_to_connection, "POST", anyone("invoke")),
+        Endpoint(connection, management.get_connection, "GET", anyone("invoke")),
+        Endpoint(connection, management.delete_connection, "DELETE", anyone("invoke")),
     ]
 
 
-__all__ = ["routes"]
+__all__ = ["endpoints", "start_ownership", "stop_ownership"]

@@ -1,10 +1,9 @@
 """The open WebSocket connections of this gateway process, by connection id.
 
 A connection lives in the process whose socket holds it, so this table is in memory: it is
-what the ``@connections`` endpoint looks ids up in. With several gateways behind a load
-balancer a push may arrive at a gateway that does not hold the socket; that deployment needs a
-shared broker (Redis pub/sub keyed by connection id) in front of this table, which is not built
-yet.
+what the ``@connections`` endpoint looks ids up in. With several gateways sharing Redis a push
+may arrive at a gateway that does not hold the socket; ``ownership.py`` records each
+connection's gateway and forwards such a push to it.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.websockets import WebSocket
@@ -94,12 +94,18 @@ class ConnectionTable:
 
     def __init__(self) -> None:
         self._by_id: dict[str, Connection] = {}
+        self.owner: Any = None
+        """Records which gateway holds each connection (websocket/ownership.py), when several
+        gateways share Redis; None for one gateway."""
 
     def add(self, connection: Connection) -> None:
         self._by_id[connection.id] = connection
+        if self.owner is not None:
+            self.owner.claim(connection)
 
     def remove(self, connection_id: str) -> None:
-        self._by_id.pop(connection_id, None)
+        if self._by_id.pop(connection_id, None) is not None and self.owner is not None:
+            self.owner.release(connection_id)
 
     def get(self, connection_id: str) -> Connection | None:
         connection = self._by_id.get(connection_id)

@@ -5,6 +5,11 @@ The shapes follow what API Gateway sends a Lambda proxy integration, so a handle
 it runs unchanged. Differences: header names arrive lower-cased (ASGI normalises them),
 ``domainName`` includes the port, and ``requestContext.callbackUrl`` (a coldbrew addition) is
 the ``@connections`` endpoint, ``http://{domainName}/{stage}`` unless the gateway sits behind TLS.
+
+coldbrew's own credentials never reach the function: ``Authorization`` and ``X-Api-Key`` are
+left out of $connect and $disconnect headers, and a ``token`` query parameter (how a browser
+passes its key on the handshake) out of $connect's query parameters when it holds a credential
+coldbrew would accept (an API key or a JWT); any other ``token`` is the application's own.
 """
 
 from __future__ import annotations
@@ -22,12 +27,15 @@ from starlette.datastructures import Headers, QueryParams
 from coldbrew import errors
 from coldbrew.gateway.websocket.connections import Connection
 from coldbrew.runtime.config import FunctionConfig
+from coldbrew.security import keys
 
 STAGE = "ws"
 DEFAULT_EXPRESSION = "$request.body.action"
 EXPRESSION_VARIABLE = "WEBSOCKET_ROUTE_SELECTION_EXPRESSION"
 ROUTES_VARIABLE = "WEBSOCKET_ROUTES"
 _BODY_PREFIX = "request.body."
+CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key"})
+CREDENTIAL_QUERY = "token"
 
 
 @dataclass(frozen=True)
@@ -113,10 +121,17 @@ def request_context(
     }
 
 
+def _is_credential(value: str) -> bool:
+    """What the security middleware would take as a key or a token (see gateway/auth.py)."""
+    value = value.strip()
+    return keys.looks_like_key(value) or value.count(".") == 2
+
+
 def _header_fields(headers: Headers) -> dict[str, Any]:
     multi: dict[str, list[str]] = {}
     for key, value in headers.items():
-        multi.setdefault(key, []).append(value)
+        if key not in CREDENTIAL_HEADERS:
+            multi.setdefault(key, []).append(value)
     return {"headers": {k: v[-1] for k, v in multi.items()}, "multiValueHeaders": multi}
 
 
@@ -124,11 +139,12 @@ def connect_event(
     connection: Connection, request_id: str, headers: Headers, query: QueryParams
 ) -> dict[str, Any]:
     event: dict[str, Any] = _header_fields(headers)
-    if query:
-        # As on API Gateway, the query keys appear only when there is a query string.
-        multi: dict[str, list[str]] = {}
-        for key, value in query.multi_items():
+    multi: dict[str, list[str]] = {}
+    for key, value in query.multi_items():
+        if not (key == CREDENTIAL_QUERY and _is_credential(value)):
             multi.setdefault(key, []).append(value)
+    if multi:
+        # As on API Gateway, the query keys appear only when there is a query string.
         event["queryStringParameters"] = {k: v[-1] for k, v in multi.items()}
         event["multiValueQueryStringParameters"] = multi
     event["requestContext"] = request_context(connection, "$connect", "CONNECT", request_id)

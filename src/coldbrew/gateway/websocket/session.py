@@ -26,8 +26,10 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from coldbrew import errors
-from coldbrew.gateway.errors import STATUS_BY_CODE
-from coldbrew.gateway.invoke import split_qualifier
+from coldbrew.core.outcome import Outcome
+from coldbrew.dataplane import InvocationRequest
+from coldbrew.gateway.auth import principal_of_scope
+from coldbrew.gateway.targets import split_qualifier
 from coldbrew.gateway.websocket.connections import Connection, connections_for, new_connection_id
 from coldbrew.gateway.websocket.events import (
     STAGE,
@@ -38,7 +40,6 @@ from coldbrew.gateway.websocket.events import (
 )
 from coldbrew.ids import new_request_id
 from coldbrew.platform import Platform
-from coldbrew.scaling.scheduler import Outcome
 
 log = logging.getLogger("coldbrew.websocket")
 MAX_IN_FLIGHT = 16
@@ -66,11 +67,21 @@ class Session:
         self.selector = RouteSelector()
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def invoke(self, event: dict[str, Any], request_id: str) -> Outcome:
-        version = await self.platform.scheduler.resolve(self.name, self.qualifier)
-        payload = orjson.dumps(event)
-        return await self.platform.scheduler.invoke(
-            version, payload, request_id, qualifier=self.qualifier
+    async def invoke(self, event: dict[str, Any], request_id: str, limited: bool = True) -> Outcome:
+        """One invocation through the data plane: every message counts against the caller's
+        and the function's limits, as each is a Lambda invocation on API Gateway."""
+        return await self.platform.dataplane.invoke(
+            InvocationRequest(
+                self.name,
+                orjson.dumps(event),
+                request_id,
+                self.qualifier,
+                principal_of_scope(self.websocket.scope),
+                protocol="websocket",
+                event=event,
+                check_schema=False,  # API Gateway's envelope (docs/WEBSOCKET.md)
+                limited=limited,
+            )
         )
 
     # --- $connect -------------------------------------------------------------------------------
@@ -85,7 +96,7 @@ class Session:
             )
             outcome = await self.invoke(event, request_id)
         except errors.ColdbrewError as exc:
-            await self.refuse(STATUS_BY_CODE.get(exc.code, 500), exc.to_dict())
+            await self.refuse(exc.status, exc.to_dict())
             return False
         if outcome.error is not None:
             message = {"code": outcome.error.code, "message": "the $connect handler failed"}
@@ -161,7 +172,7 @@ class Session:
         request_id = new_request_id()
         event = disconnect_event(self.connection, request_id, self.websocket.headers, code, reason)
         try:
-            await self.invoke(event, request_id)
+            await self.invoke(event, request_id, limited=False)  # the client is gone already
         except Exception:  # best effort, as on API Gateway; the platform may be stopping
             log.warning("$disconnect of %s failed", self.connection.id, exc_info=True)
 

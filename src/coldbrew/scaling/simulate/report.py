@@ -9,6 +9,7 @@ starts (priced by tier) against GB-minutes held by idle instances and version te
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -120,24 +121,45 @@ def _interp(x: float, xs: np.ndarray, ys: np.ndarray) -> float | None:
     return float(np.interp(x, xs, ys))
 
 
+WIDTH = 80
+"""The report fits an 80-column terminal: the table is 69 wide, prose lines are wrapped."""
+
+
+def _wrap(text: str) -> str:
+    return textwrap.fill(text, WIDTH, subsequent_indent="  ", break_on_hyphens=False)
+
+
 def format_report(report: SimulationReport) -> str:
     """The results as a plain-text table plus one line per hybrid configuration."""
-    head = (
-        f"trace: {report.source}\n{report.functions} functions, {report.invocations} invocations,"
-        f" {report.minutes} minutes; simulated in {report.elapsed_s:.1f} s\n"
-        f"cold-start cost: version template {report.costs.version_template_ms:g} ms, runtime"
-        f" template {report.costs.runtime_template_ms:g} ms, nothing {report.costs.nothing_ms:g}"
-        f" ms; version template memory {report.costs.template_memory_fraction:g} x instance\n\n"
+    c = report.costs
+    head = "\n".join(
+        _wrap(line)
+        for line in (
+            f"trace: {report.source}",
+            f"{report.functions} functions, {report.invocations} invocations,"
+            f" {report.minutes} minutes; simulated in {report.elapsed_s:.1f} s",
+            f"cold-start cost: version template {c.version_template_ms:g} ms, runtime"
+            f" template {c.runtime_template_ms:g} ms, nothing {c.nothing_ms:g} ms;"
+            f" version template memory {c.template_memory_fraction:g} x instance",
+        )
     )
-    cols = f"{'policy':<22}{'p75 cold %':>11}{'cold starts':>12}{'wasted mem':>11}"
-    cols += f"{'idle GB-min':>13}{'tmpl GB-min':>12}{'added lat s':>12}\n"
+    cols = f"{'policy':<15}{'p75 cold %':>11}{'cold':>7}{'wasted':>8}"
+    cols += f"{'idle GB-m':>10}{'tmpl GB-m':>10}{'lat s':>8}\n"
     rows = "".join(
-        f"{p.name:<22}{p.p75_cold_start_pct:>11.2f}{p.cold_starts:>12d}{p.wasted_norm:>11.3f}"
-        f"{p.idle_gb_minutes:>13.0f}{p.template_gb_minutes:>12.0f}{p.added_latency_s:>12.1f}\n"
+        f"{p.name[:14]:<15}{p.p75_cold_start_pct:>11.2f}{p.cold_starts:>7d}{p.wasted_norm:>8.3f}"
+        f"{p.idle_gb_minutes:>10.0f}{p.template_gb_minutes:>10.0f}{p.added_latency_s:>8.1f}\n"
         for p in report.policies
     )
-    legend = "wasted mem = idle instance memory-time / fixed-10's (memory-weighted)\n\n"
-    return head + cols + rows + legend + "\n".join(_verdict(c, report) for c in report.comparisons)
+    legend = "\n".join(
+        _wrap(line)
+        for line in (
+            "cold = cold starts; wasted = idle instance memory-time / fixed-10's"
+            " (memory-weighted); idle / tmpl GB-m = GB-minutes held by idle instances / version"
+            " templates; lat s = latency added by cold starts, in seconds",
+        )
+    )
+    verdicts = "\n".join(_wrap(_verdict(v, report)) for v in report.comparisons)
+    return f"{head}\n\n{cols}{rows}{legend}\n\n{verdicts}"
 
 
 def _verdict(c: ParetoComparison, report: SimulationReport) -> str:

@@ -13,12 +13,23 @@ folder without it) get ``default_memory_mb`` so a synthetic trace of counts alon
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
 DEFAULT_MEMORY_MB = 256.0
+
+SAMPLE_TRACE = Path(__file__).with_name("sample")
+"""A small trace shipped with the package (8 functions x one day, sample/*.csv say whence):
+the default of ``coldbrew simulate`` and ``coldbrew cost --what-if``."""
+
+
+def _rows(f: TextIO) -> Iterator[str]:
+    """The lines of a CSV file that are not ``#`` comments (the sample trace has a header)."""
+    return (line for line in f if not line.startswith("#"))
 
 
 @dataclass(frozen=True)
@@ -47,7 +58,7 @@ def load_memory(paths: list[Path]) -> dict[str, float]:
     memory: dict[str, float] = {}
     for path in paths:
         with path.open(newline="") as f:
-            for row in csv.DictReader(f):
+            for row in csv.DictReader(_rows(f)):
                 memory.setdefault(row["HashApp"], float(row["AverageAllocatedMb"]))
     return memory
 
@@ -55,7 +66,7 @@ def load_memory(paths: list[Path]) -> dict[str, float]:
 def _read_day(path: Path) -> tuple[dict[str, tuple[str, np.ndarray]], int]:
     """One invocation file: function -> (app, counts per minute), and its number of minutes."""
     with path.open(newline="") as f:
-        reader = csv.reader(f)
+        reader = csv.reader(_rows(f))
         header = next(reader)
         try:
             function_col, app_col = header.index("HashFunction"), header.index("HashApp")
