@@ -19,7 +19,7 @@ over rounds of its req/s over the ``plain`` turn of the same round, with the int
 range of those ratios.
 
     python bench/shadow.py [--connections 1,16,64] [--rounds 6] [--duration 3]
-        [--out bench/results/shadow.json]
+        [--contenders plain,again,low,normal,burner] [--out bench/results/shadow.json]
 
 At 1 connection the machine has a core to spare and the copies use it; at 16 and 64 the
 primary alone keeps both cores busy (docs/DELIVERY.md, "What a shadow costs the primary").
@@ -170,8 +170,10 @@ def main() -> None:
     parser.add_argument("--connections", default="1,16,64")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--duration", type=float, default=3.0)
+    parser.add_argument("--contenders", default=",".join(CONTENDERS), help="plain is always run")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    chosen = ["plain"] + [c for c in args.contenders.split(",") if c in CONTENDERS and c != "plain"]
     if not have_wrk():
         sys.exit("wrk is needed: apt-get install wrk")
     with ExitStack() as stack:
@@ -186,10 +188,12 @@ def main() -> None:
         for n in (1, 2, 3):
             server.deploy("forest", write_bundle(work / f"v{n}", model, config, nonce=str(n)))
         put = server.client.put
-        contenders = list(CONTENDERS)
+        contenders = chosen
         for contender in CONTENDERS:
             put(f"/v1/functions/forest/aliases/{contender}", json={"version": 1}).raise_for_status()
         for contender, version in CANDIDATE.items():
+            if contender not in contenders:
+                continue
             shadow = {"version": version, "alias": contender, "percent": 100}
             shadow["priority"] = contender
             answer = put("/v1/functions/forest/shadow", json=shadow)
