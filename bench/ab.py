@@ -6,7 +6,7 @@ checkout (or another revision). Both serve the same 100-tree forest with the sam
 each turn records requests per second and the **gateway process's own CPU time per
 invocation** (user + system, read from /proc via psutil; instances and templates excluded).
 
-    python bench/ab.py --before 58c2605 [--after HEAD] [--connections 16,64] [--rounds 6]
+    python bench/ab.py --before b736e76 [--after HEAD] [--connections 16,64] [--rounds 6]
         [--duration 5] [--batching auto] [--out bench/results/ab.json]
 
 Read the ratios and medians, never one turn's number.
