@@ -68,7 +68,9 @@ class DataPlane:
     async def admit(self, request: InvocationRequest) -> Admitted:
         """Resolve, limit and validate, without running: what accepting an invocation means."""
         try:
-            route = await self.scheduler.resolve_split(request.function, request.qualifier)
+            route = self.scheduler.fresh_split(
+                request.function, request.qualifier
+            ) or await self.scheduler.resolve_split(request.function, request.qualifier)
         except errors.NotFound as missing:
             if request.limited:  # probing for functions spends the key's budget too
                 p = request.principal
@@ -81,8 +83,8 @@ class DataPlane:
                 key = split.sticky_key(None, route.sticky, request.event, request.payload)
             version = split.choose(route.main, route.weighted, route.salt, key)
         decision = None
-        if request.limited:
-            config = version.config
+        config = version.config
+        if request.limited and (config.rate_limit or request.principal.limits.any()):
             decision = await limits.admit(
                 self.limiter, request.principal, request.function, config.rate_limit, config.burst
             )
@@ -129,7 +131,8 @@ class DataPlane:
         if cached:
             assert cache is not None
             await cache.store(admitted.version, request, outcome)
-        self._record(request, admitted, outcome)
+        if self.recorders:
+            self._record(request, admitted, outcome)
         return outcome
 
     def _record(self, request: InvocationRequest, admitted: Admitted, outcome: Outcome) -> None:

@@ -26,22 +26,28 @@ def request_id_for(request: Request) -> str:
 
 
 def outcome_headers(outcome: Outcome) -> dict[str, str]:
-    headers = {
-        "x-request-id": outcome.request_id,
-        "x-coldbrew-executed-version": str(outcome.version),
-        "x-coldbrew-cold-start": "true" if outcome.cold_start else "false",
-        "x-coldbrew-duration-ms": f"{outcome.duration_ms:.3f}",
-        "x-coldbrew-billed-duration-ms": str(outcome.billed_duration_ms),
-        "x-coldbrew-batch-size": str(outcome.batch_size),
-        "x-coldbrew-queue-ms": f"{outcome.queue_ms:.3f}",
-    }
+    return {k.decode(): v.decode() for k, v in outcome_header_pairs(outcome)}
+
+
+def outcome_header_pairs(outcome: Outcome) -> list[tuple[bytes, bytes]]:
+    """The headers as raw ASGI pairs: built as bytes, for the invoke fast path, where encoding
+    each name and value once more per call showed in profiles."""
+    headers = [
+        (b"x-request-id", outcome.request_id.encode()),
+        (b"x-coldbrew-executed-version", b"%d" % outcome.version),
+        (b"x-coldbrew-cold-start", b"true" if outcome.cold_start else b"false"),
+        (b"x-coldbrew-duration-ms", b"%.3f" % outcome.duration_ms),
+        (b"x-coldbrew-billed-duration-ms", b"%d" % outcome.billed_duration_ms),
+        (b"x-coldbrew-batch-size", b"%d" % outcome.batch_size),
+        (b"x-coldbrew-queue-ms", b"%.3f" % outcome.queue_ms),
+    ]
     start = outcome.start
     if start is not None:
-        headers["x-coldbrew-start-source"] = start.source
-        headers["x-coldbrew-fork-ms"] = f"{start.fork_ms:.3f}"
-        headers["x-coldbrew-start-ms"] = f"{start.start_ms:.3f}"
+        headers.append((b"x-coldbrew-start-source", start.source.encode()))
+        headers.append((b"x-coldbrew-fork-ms", b"%.3f" % start.fork_ms))
+        headers.append((b"x-coldbrew-start-ms", b"%.3f" % start.start_ms))
     if outcome.init_ms is not None:
-        headers["x-coldbrew-init-duration-ms"] = f"{outcome.init_ms:.3f}"
+        headers.append((b"x-coldbrew-init-duration-ms", b"%.3f" % outcome.init_ms))
     if outcome.limits is not None:
-        headers.update(limit_headers(outcome.limits))
+        headers.extend((k.encode(), v.encode()) for k, v in limit_headers(outcome.limits))
     return headers

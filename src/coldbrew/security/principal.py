@@ -34,7 +34,12 @@ class KeyLimits:
     monthly_quota: int | None = None
 
     def any(self) -> bool:
-        return any(v is not None for v in (self.rate_per_s, self.daily_quota, self.monthly_quota))
+        # Three attribute tests, no generator: asked once per invocation.
+        return (
+            self.rate_per_s is not None
+            or self.daily_quota is not None
+            or self.monthly_quota is not None
+        )
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from coldbrew.gateway.body import receive_body
 from coldbrew.gateway.errors import from_exception
 from coldbrew.gateway.native import async_api
 from coldbrew.gateway.native.invoke import render_outcome
-from coldbrew.gateway.outcomes import outcome_headers, request_id_from
+from coldbrew.gateway.outcomes import outcome_header_pairs, request_id_from
 from coldbrew.gateway.proxy import looks_like_proxy
 from coldbrew.gateway.targets import split_qualifier
 
@@ -70,7 +70,7 @@ class InvokeFastPath:
             response_headers = [
                 *JSON_HEADERS,
                 (b"content-length", b"%d" % len(outcome.body)),
-                *[(k.encode(), v.encode()) for k, v in outcome_headers(outcome).items()],
+                *outcome_header_pairs(outcome),
             ]
             await send({"type": "http.response.start", "status": 200, "headers": response_headers})
             await send({"type": "http.response.body", "body": outcome.body})
