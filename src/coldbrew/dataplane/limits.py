@@ -9,6 +9,12 @@ from coldbrew.security.limits import Decision
 from coldbrew.security.principal import Principal
 
 
+def applies(principal: Principal, rate: float | None) -> bool:
+    """Whether an invocation has any limit to check: the function's ``rate_limit`` or one of
+    the key's. The common case (none) is answered here, without a coroutine."""
+    return bool(rate) or principal.limits.any()
+
+
 async def admit(
     limiter: Limiter,
     principal: Principal,
@@ -20,8 +26,8 @@ async def admit(
 
     The key's own limits and the function's ``rate_limit`` are checked together, so that a
     refused call takes nothing from the other bucket's budget beyond its own check."""
-    if not rate and not principal.limits.any():
-        return None  # the common case costs one attribute test
+    if not applies(principal, rate):
+        return None
     decision = await limiter.check(principal.caller, principal.limits, function, rate, burst)
     if decision is not None and not decision.allowed:
         raise refusal(decision)

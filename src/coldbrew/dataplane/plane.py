@@ -84,7 +84,7 @@ class DataPlane:
             version = split.choose(route.main, route.weighted, route.salt, key)
         decision = None
         config = version.config
-        if request.limited and (config.rate_limit or request.principal.limits.any()):
+        if request.limited and limits.applies(request.principal, config.rate_limit):
             decision = await limits.admit(
                 self.limiter, request.principal, request.function, config.rate_limit, config.burst
             )

@@ -67,6 +67,19 @@ def _tune_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+class CoreStore:
+    """A store with an engine of its own on the registry database at ``url``, used through
+    SQLAlchemy Core: ``engine`` for reads, ``_write`` for transactions that begin IMMEDIATE on
+    SQLite (``WRITE_OPTION``). ``UrlStore`` is the same with ORM sessions."""
+
+    def __init__(self, url: str) -> None:
+        self.engine: Engine = build_engine(url)
+        self._write = self.engine.execution_options(**{WRITE_OPTION: True})
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
 class UrlStore:
     """A store with an engine of its own on the registry database at ``url``: read sessions,
     and write transactions that begin IMMEDIATE on SQLite (``WRITE_OPTION``), so concurrent

@@ -10,10 +10,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Engine, Float, Index, Integer, String, Text, delete, insert, select
+from sqlalchemy import Boolean, Float, Index, Integer, String, Text, delete, insert, select
 from sqlalchemy.orm import Mapped, mapped_column
 
-from coldbrew.registry.engine import WRITE_OPTION, build_engine
+from coldbrew.registry.engine import CoreStore
 from coldbrew.registry.models import Base, UTCDateTime
 
 
@@ -44,14 +44,7 @@ class FeedbackRow(Base):
 COLUMNS = [c.name for c in FeedbackRow.__table__.columns if c.name != "id"]
 
 
-class FeedbackStore:
-    def __init__(self, url: str) -> None:
-        self.engine: Engine = build_engine(url)
-        self._write = self.engine.execution_options(**{WRITE_OPTION: True})
-
-    def close(self) -> None:
-        self.engine.dispose()
-
+class FeedbackStore(CoreStore):
     def put(self, function: str, rows: list[dict[str, Any]]) -> None:
         """Insert, replacing earlier feedback for the same request ids, in one transaction."""
         if not rows:

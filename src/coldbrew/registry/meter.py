@@ -13,7 +13,6 @@ from typing import Any
 
 from sqlalchemy import (
     Boolean,
-    Engine,
     Float,
     Index,
     Integer,
@@ -26,7 +25,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.sql.elements import ColumnElement
 
 from coldbrew.registry.bulk import BulkInsert
-from coldbrew.registry.engine import WRITE_OPTION, build_engine
+from coldbrew.registry.engine import CoreStore
 from coldbrew.registry.models import Base, UTCDateTime
 
 
@@ -61,15 +60,8 @@ COLUMNS = [c.name for c in InvocationRow.__table__.columns if c.name != "id"]
 _INSERT = BulkInsert(InvocationRow)
 
 
-class MeterStore:
+class MeterStore(CoreStore):
     """Insert and aggregate usage records; its own engine on the registry's URL."""
-
-    def __init__(self, url: str) -> None:
-        self.engine: Engine = build_engine(url)
-        self._write = self.engine.execution_options(**{WRITE_OPTION: True})
-
-    def close(self) -> None:
-        self.engine.dispose()
 
     def insert(self, rows: list[dict[str, Any]]) -> None:
         if not rows:

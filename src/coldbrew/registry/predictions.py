@@ -12,11 +12,11 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, Float, Index, Integer, String, Text, delete, select
+from sqlalchemy import Float, Index, Integer, String, Text, delete, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from coldbrew.registry.bulk import BulkInsert
-from coldbrew.registry.engine import WRITE_OPTION, build_engine
+from coldbrew.registry.engine import CoreStore
 from coldbrew.registry.meter import InvocationRow
 from coldbrew.registry.models import Base, UTCDateTime
 
@@ -61,15 +61,8 @@ EXPORTED = [
 _INSERT = BulkInsert(PredictionRow)
 
 
-class PredictionStore:
+class PredictionStore(CoreStore):
     """Its own engine on the registry's URL (as the meter and keys have)."""
-
-    def __init__(self, url: str) -> None:
-        self.engine: Engine = build_engine(url)
-        self._write = self.engine.execution_options(**{WRITE_OPTION: True})
-
-    def close(self) -> None:
-        self.engine.dispose()
 
     def insert(self, rows: list[dict[str, Any]]) -> None:
         if not rows:

@@ -11,10 +11,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, Integer, LargeBinary, String, delete, insert, select, update
+from sqlalchemy import Integer, LargeBinary, String, delete, insert, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
-from coldbrew.registry.engine import WRITE_OPTION, build_engine
+from coldbrew.registry.engine import CoreStore
 from coldbrew.registry.models import Base, UTCDateTime
 
 
@@ -35,15 +35,8 @@ LISTED = ("name", "generation", "created_at", "updated_at")
 """What ``ls`` shows: never the ciphertext, never the value."""
 
 
-class SecretTable:
+class SecretTable(CoreStore):
     """Rows of ``secrets``; its own engine on the registry's URL (as the meter and keys have)."""
-
-    def __init__(self, url: str) -> None:
-        self.engine: Engine = build_engine(url)
-        self._write = self.engine.execution_options(**{WRITE_OPTION: True})
-
-    def close(self) -> None:
-        self.engine.dispose()
 
     def put(self, name: str, ciphertext: bytes, key_id: str) -> int:
         """Create or replace; returns the new generation (1 for a new secret)."""

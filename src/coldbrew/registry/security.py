@@ -10,10 +10,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Engine, Float, Index, Integer, String, insert, select, update
+from sqlalchemy import JSON, Float, Index, Integer, String, insert, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
-from coldbrew.registry.engine import WRITE_OPTION, build_engine
+from coldbrew.registry.engine import CoreStore
 from coldbrew.registry.models import Base, UTCDateTime
 
 
@@ -63,15 +63,8 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-class SecurityStore:
+class SecurityStore(CoreStore):
     """Keys and audit events; its own engine on the registry's URL (as the meter has)."""
-
-    def __init__(self, url: str) -> None:
-        self.engine: Engine = build_engine(url)
-        self._write = self.engine.execution_options(**{WRITE_OPTION: True})
-
-    def close(self) -> None:
-        self.engine.dispose()
 
     # --- keys -----------------------------------------------------------------------------------
     def add_key(self, row: dict[str, Any]) -> None:

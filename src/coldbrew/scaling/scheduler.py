@@ -135,14 +135,14 @@ class Scheduler:
         On the hot path this is a dict lookup: an expired entry is still served while one
         background refresh runs (so other gateways' deploys show within ~1 s), and concurrent
         misses share one registry query instead of each making their own."""
+        fresh = self.fresh_split(name, qualifier)
+        if fresh is not None:
+            return fresh
         key = (name, qualifier)
         cached = self._resolved.get(key)
         if cached is not None:
-            expires, info = cached
-            if expires > time.monotonic():
-                return info
-            self._lookup(key)  # refresh in the background, serve the known answer now
-            return info
+            self._lookup(key)  # expired: refresh in the background, serve the known answer now
+            return cached[1]
         return await asyncio.shield(self._lookup(key))
 
     def _lookup(self, key: tuple[str, str | None]) -> asyncio.Future[TrafficSplit]:
