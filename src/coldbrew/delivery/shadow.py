@@ -4,10 +4,13 @@ caller has its answer; the copy's result is compared with the caller's and throw
 What a shadow may cost the callers, and how it is kept to (almost) nothing:
 
 - **On the caller's path**: the data plane hands each finished invocation of a shadowed alias
-  to :meth:`ShadowMirror.offer` (one dict lookup; none when nothing is shadowed). ``offer``
-  draws the share, checks the candidate has room, and creates the copy's task: no await, no
-  parse, no metric; it never raises into the caller's path. The caller's answer is sent
-  before the copy's task first runs.
+  to the shadow's offer (one dict lookup; none when nothing is shadowed), bound to its
+  ``_Lane`` (the shadow's config, counts and candidate, resolved once when it is set). The
+  offer draws the share, checks the candidate has room, and buffers the copy or creates its
+  task: no await, no parse, no metric (the counts are plain integers that
+  ``coldbrew_shadow_invocations`` reads when scraped); it never raises into the caller's path.
+  A copy that is dropped costs a few attribute reads and one increment. The caller's answer is
+  sent before the copy's task first runs.
 - **A shadow never queues**: a copy starts only while the candidate has room for it (a free
   slot, or a place in the batch being formed: ``has_room``) and fewer than
   ``max_concurrency`` copies are in flight in all; otherwise it is dropped and counted. A slow
@@ -54,18 +57,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import os
 import random
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
 import orjson
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from coldbrew import errors
 from coldbrew.core.outcome import Outcome
@@ -210,14 +217,47 @@ def loop_busy_s() -> float:
         return time.thread_time()
 
 
-@dataclass(frozen=True)
-class _Copy:
-    """A copy waiting in a low-priority burst."""
+@dataclass(slots=True)
+class _Lane:
+    """One shadow's state on the hot path, resolved once when the shadow is set."""
 
     config: ShadowConfig
     stats: ShadowStats
+    candidate: str
+    """The candidate's pool key (``ShadowConfig.candidate_key``)."""
+    fraction: float
+    low: bool
+    """``priority == "low"``."""
+
+
+@dataclass(slots=True)
+class _Copy:
+    """A copy waiting in a low-priority burst, or running."""
+
+    lane: _Lane
     request: InvocationRequest
     primary: Outcome
+
+
+class _Results(Collector):
+    """``coldbrew_shadow_invocations``, read from the shadows' counts when scraped (the hot path
+    only increments integers)."""
+
+    def __init__(self, mirror: ShadowMirror) -> None:
+        self.mirror = mirror
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "coldbrew_shadow_invocations",
+            "Shadow copies by result (agree, disagree, error, dropped)",
+            labels=["function", "alias", "version", "result"],
+        )
+        for (function, alias), lane in sorted(self.mirror._lanes.items()):
+            s, version = lane.stats, str(lane.config.version)
+            counts = (s.agreed, s.compared - s.agreed, s.shadow_errors, s.dropped)
+            for result, value in zip(RESULTS, counts, strict=True):
+                family.add_metric([function, alias, version, result], value)
+        yield family
 
 
 def burst_size(pool: Pool) -> int:
@@ -270,6 +310,7 @@ class ShadowMirror:
         a low-priority shadow may put under SCHED_IDLE."""
         self.configs: dict[tuple[str, str], ShadowConfig] = {}
         self.stats: dict[tuple[str, str], ShadowStats] = {}
+        self._lanes: dict[tuple[str, str], _Lane] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight: dict[str, int] = {}
         """Candidate pool key -> this mirror's copies running on it."""
@@ -278,14 +319,8 @@ class ShadowMirror:
         self._burst_timers: dict[str, asyncio.TimerHandle] = {}
         self._idled: dict[str, set[int]] = {}
         """Candidate pool key -> pids of its instances this mirror put under SCHED_IDLE."""
-        self.results = Counter(
-            "coldbrew_shadow_invocations",
-            "Shadow copies by result (agree, disagree, error, dropped)",
-            ["function", "alias", "version", "result"],
-            registry=registry,
-        )
-        self._counters: dict[tuple[str, str], dict[str, Any]] = {}
-        """Per shadow: result -> its labelled counter (labels() resolved once, not per copy)."""
+        if registry is not None:
+            registry.register(_Results(self))
         self.lag_s = 0.0
         """How late the event loop last woke a 50 ms sleep (measured while a low-priority shadow
         exists)."""
@@ -307,11 +342,9 @@ class ShadowMirror:
         key = (config.function, config.alias)
         old = self.configs.get(key)
         self.configs[key] = config
-        self.stats[key] = ShadowStats()
-        self._counters[key] = {
-            r: self.results.labels(config.function, config.alias, config.version, r)
-            for r in RESULTS
-        }
+        stats = self.stats[key] = ShadowStats()
+        low = config.priority == "low"
+        self._lanes[key] = _Lane(config, stats, config.candidate_key, config.fraction, low)
         if old is not None:
             self._restore_unless_shadowed(old)
         self._lower_priority(config)  # the candidate's instances that exist already
@@ -321,7 +354,7 @@ class ShadowMirror:
         gone = [c for k, c in self.configs.items() if k[0] == function and alias in (None, k[1])]
         for config in gone:
             del self.configs[(config.function, config.alias)]
-            self._counters.pop((config.function, config.alias), None)
+            self._lanes.pop((config.function, config.alias), None)
         for config in gone:
             self._restore_unless_shadowed(config)
         self._sync()
@@ -442,42 +475,41 @@ class ShadowMirror:
         elif not low and self._ticker is not None:
             self._ticker.cancel()
             self._ticker, self.lag_s, self.loop_share, self.busy = None, 0.0, 0.0, False
-        hooks: dict[tuple[str, str | None], Any] = {}
-        for function, alias in self.configs:
-            hooks[(function, alias)] = self.offer
+        hooks: dict[tuple[str, str | None], Callable[[InvocationRequest, Outcome], None]] = {}
+        for (function, alias), lane in self._lanes.items():
+            offer = functools.partial(self._offer, lane)
+            hooks[(function, alias)] = offer
             if alias == "latest":  # a call without a qualifier is a call of `latest`
-                hooks[(function, None)] = hooks[(function, "$LATEST")] = self.offer
+                hooks[(function, None)] = hooks[(function, "$LATEST")] = offer
         self.dataplane.shadows = hooks
 
     # --- the hot path ---------------------------------------------------------------------------
     def offer(self, request: InvocationRequest, outcome: Outcome) -> None:
-        """Maybe copy this finished invocation to the candidate; never blocks, never raises."""
+        """Maybe copy this finished invocation of a shadowed alias to its candidate (what the
+        data plane's hook does, looked up by name here); never blocks, never raises."""
         alias = request.qualifier if request.qualifier not in (None, "$LATEST") else "latest"
-        key = (request.function, alias or "latest")
-        config = self.configs.get(key)
-        if config is None or request.protocol == "shadow" or self.rand() >= config.fraction:
+        lane = self._lanes.get((request.function, alias or "latest"))
+        if lane is not None:
+            self._offer(lane, request, outcome)
+
+    def _offer(self, lane: _Lane, request: InvocationRequest, outcome: Outcome) -> None:
+        if request.protocol == "shadow" or self.rand() >= lane.fraction:
             return
-        stats = self.stats[key]
-        candidate = config.candidate_key
+        candidate = lane.candidate
         pool = self.dataplane.scheduler.pools.get(candidate)
-        copy = _Copy(config, stats, request, outcome)
-        if config.priority == "low" and pool is not None and pool.batcher is not None:
-            self._buffer(candidate, pool, copy)
+        if lane.low and pool is not None and pool.batcher is not None:
+            self._buffer(candidate, pool, _Copy(lane, request, outcome))
             return
         in_flight = self._in_flight.get(candidate, 0)
         if (
-            (config.priority == "low" and self.busy)  # the gateway has no time to spare
+            (lane.low and self.busy)  # the gateway has no time to spare
             or len(self._tasks) >= self.max_concurrency
             or not has_room(pool, in_flight)
         ):
-            self._drop(copy)
+            lane.stats.dropped += 1
             return
         self._in_flight[candidate] = in_flight + 1
-        self._start(copy)
-
-    def _drop(self, copy: _Copy) -> None:
-        copy.stats.dropped += 1
-        self._counters[(copy.config.function, copy.config.alias)]["dropped"].inc()
+        self._start(_Copy(lane, request, outcome))
 
     def _start(self, copy: _Copy) -> None:
         """The copy's task (counted in ``_in_flight`` by the caller)."""
@@ -488,10 +520,12 @@ class ShadowMirror:
     def _buffer(self, candidate: str, pool: Pool, copy: _Copy) -> None:
         """Into the candidate's next burst; out at once when that fills it and the candidate
         is free, else at the latest ``BURST_WAIT_S`` after the burst's first copy."""
-        burst = self._bursts.setdefault(candidate, [])
+        burst = self._bursts.get(candidate)
+        if burst is None:
+            burst = self._bursts[candidate] = []
         size = burst_size(pool)
         if len(burst) >= size:  # full, and an earlier burst still runs: the copy is dropped
-            self._drop(copy)
+            copy.lane.stats.dropped += 1
             return
         burst.append(copy)
         if len(burst) >= size and not self.busy:  # a busy loop: one burst per BURST_WAIT_S
@@ -545,7 +579,8 @@ class ShadowMirror:
 
     # --- off the caller's path ------------------------------------------------------------------
     async def _copy(self, item: _Copy) -> None:
-        config, stats, request, primary = item.config, item.stats, item.request, item.primary
+        lane, request, primary = item.lane, item.request, item.primary
+        config, stats = lane.config, lane.stats
         copy = InvocationRequest(
             config.function,
             request.payload,
@@ -569,7 +604,7 @@ class ShadowMirror:
             log.exception("shadow copy of %s failed", config.function)
             outcome = None
         finally:
-            candidate = config.candidate_key
+            candidate = lane.candidate
             left = self._in_flight[candidate] = self._in_flight[candidate] - 1
             if left == 0 and self._bursts.get(candidate):  # the next burst filled meanwhile?
                 self._flush_if_full(candidate)
@@ -577,7 +612,7 @@ class ShadowMirror:
         stats.mirrored += 1
         stats.shadow_ms.append((time.perf_counter() - started) * 1000)
         stats.primary_ms.append(primary.wall_ms)
-        self._record(config, stats, primary, outcome)
+        self._record(stats, primary, outcome, config)
 
     def _lower_priority(self, config: ShadowConfig) -> None:
         """SCHED_IDLE for the candidate's instances not set yet (each once: a few syscalls)."""
@@ -602,26 +637,19 @@ class ShadowMirror:
         for pid in self._idled.pop(key, set()):
             set_policy(pid, NORMAL)
 
+    @staticmethod
     def _record(
-        self, config: ShadowConfig, stats: ShadowStats, primary: Outcome, shadow: Outcome | None
+        stats: ShadowStats, primary: Outcome, shadow: Outcome | None, config: ShadowConfig
     ) -> None:
-        failed = shadow is None or shadow.error is not None
+        """Count the copy's result (the metric reads these counts)."""
         if primary.error is not None:
             stats.primary_errors += 1
-        if failed:
+        if shadow is None or shadow.error is not None:
             stats.shadow_errors += 1
-            result = "error"
-        elif primary.error is not None:
-            return  # nothing to compare a result with
-        else:
-            assert shadow is not None
+        elif primary.error is None:  # else nothing to compare a result with
             same = _same(primary.body, shadow.body, config)
             stats.compared += 1
             stats.agreed += same
-            result = "agree" if same else "disagree"
-        counters = self._counters.get((config.function, config.alias))
-        if counters is not None:  # None: the shadow was stopped while this copy ran
-            counters[result].inc()
 
     async def drain(self, timeout: float = 5.0) -> None:
         """Wait for the copies running; bursts not started yet are dropped."""
