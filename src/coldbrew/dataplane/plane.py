@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from coldbrew import errors
 from coldbrew.core.outcome import Outcome
@@ -26,7 +26,7 @@ from coldbrew.dataplane.prediction_cache import PredictionCache
 from coldbrew.dataplane.request import InvocationRequest
 from coldbrew.dataplane.schema import check_schema, parse_event
 from coldbrew.scaling.pool import VersionInfo
-from coldbrew.scaling.scheduler import Scheduler
+from coldbrew.scaling.scheduler import Scheduler, TrafficSplit
 from coldbrew.scaling.streams import StreamLease
 from coldbrew.security.limiter import Limiter
 from coldbrew.security.limits import Decision
@@ -34,9 +34,9 @@ from coldbrew.security.limits import Decision
 log = logging.getLogger("coldbrew.dataplane")
 
 
-@dataclass(frozen=True, slots=True)
-class Admitted:
-    """An invocation that passed every check: the version it runs on and its limit decision."""
+class Admitted(NamedTuple):
+    """An invocation that passed every check: the version it runs on and its limit decision
+    (a tuple: built once per invocation, on the hot path)."""
 
     version: VersionInfo
     limits: Decision | None
@@ -62,8 +62,15 @@ class DataPlane:
     async def invoke(self, request: InvocationRequest) -> Outcome:
         """Admit and run one invocation. Platform failures and refusals raise ColdbrewError (the
         observers still see them); a handler that raised is ``Outcome.error``."""
-        admitted = await self.admit(request)
-        return await self.run(request, admitted)
+        route = self.scheduler.fresh_split(request.function, request.qualifier)
+        if route is not None:  # the hot path admits without a coroutine when nothing waits
+            version = _version_of(route, request)
+            if not (
+                request.limited and limits.applies(request.principal, version.config.rate_limit)
+            ):
+                _validate(request, version)
+                return await self.run(request, Admitted(version, None))
+        return await self.run(request, await self.admit(request))
 
     async def admit(self, request: InvocationRequest) -> Admitted:
         """Resolve, limit and validate, without running: what accepting an invocation means."""
@@ -76,23 +83,14 @@ class DataPlane:
                 p = request.principal
                 missing.decision = await limits.admit(self.limiter, p, request.function, None, None)  # type: ignore[attr-defined]
             raise
-        version = route.main
-        if route.weighted:  # a weighted alias: this invocation's version is drawn here, once
-            key = request.sticky_key or None  # an empty header is no key
-            if key is None and route.sticky is not None:
-                key = split.sticky_key(None, route.sticky, request.event, request.payload)
-            version = split.choose(route.main, route.weighted, route.salt, key)
+        version = _version_of(route, request)
         decision = None
         config = version.config
         if request.limited and limits.applies(request.principal, config.rate_limit):
             decision = await limits.admit(
                 self.limiter, request.principal, request.function, config.rate_limit, config.burst
             )
-        if request.check_schema and version.config.event_schema is not None:
-            event = request.event if request.event is not None else parse_event(request.payload)
-            check_schema(version, event)
-        elif request.event is None and request.check_schema:
-            _reject_garbage(request.payload)
+        _validate(request, version)
         return Admitted(version, decision)
 
     async def run(self, request: InvocationRequest, admitted: Admitted) -> Outcome:
@@ -158,6 +156,27 @@ class DataPlane:
             protocol=request.protocol,
         )
         return lease, admitted
+
+
+def _version_of(route: TrafficSplit, request: InvocationRequest) -> VersionInfo:
+    """The version this invocation runs on: a weighted alias's is drawn here, once."""
+    if not route.weighted:
+        return route.main
+    key = request.sticky_key or None  # an empty header is no key
+    if key is None and route.sticky is not None:
+        key = split.sticky_key(None, route.sticky, request.event, request.payload)
+    return split.choose(route.main, route.weighted, route.salt, key)
+
+
+def _validate(request: InvocationRequest, version: VersionInfo) -> None:
+    """The event schema, when the version has one; else only a body that is not JSON at all."""
+    if not request.check_schema:
+        return
+    if version.config.event_schema is not None:
+        event = request.event if request.event is not None else parse_event(request.payload)
+        check_schema(version, event)
+    elif request.event is None:
+        _reject_garbage(request.payload)
 
 
 def _reject_garbage(payload: bytes) -> None:

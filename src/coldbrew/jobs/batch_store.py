@@ -119,12 +119,17 @@ class JobStore(Store):
 
     def claim(self, owner: str, home: str, lease_s: float) -> Claimed | None:
         at = now()
+        claimable = (
+            BatchJobRow.state.in_(ACTIVE),
+            BatchJobRow.home == home,
+            or_(BatchJobRow.lease_until.is_(None), BatchJobRow.lease_until < at),
+        )
+        if not self.any_row(select(BatchJobRow.id).where(*claimable)):
+            return None
         with self.write() as session:
             row = session.scalars(
                 select(BatchJobRow)
-                .where(BatchJobRow.state.in_(ACTIVE))
-                .where(BatchJobRow.home == home)
-                .where(or_(BatchJobRow.lease_until.is_(None), BatchJobRow.lease_until < at))
+                .where(*claimable)
                 .order_by(BatchJobRow.created_at)
                 .limit(1)
                 .with_for_update(skip_locked=True)

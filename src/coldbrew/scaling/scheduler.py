@@ -311,16 +311,17 @@ class Scheduler:
         # the batcher's queue, where the pool has no instance or waiter to show for it yet.
         pool.callers += 1
         try:
-            return await self._invoke_on(pool, version, fields, qualifier)
+            config = version.config
+            if config.batches() and not fields["want_logs"]:
+                return await self._invoke_batched(pool, fields, qualifier)
+            return await self._invoke_alone(pool, version, fields, qualifier)
         finally:
             pool.callers -= 1
 
-    async def _invoke_on(
+    async def _invoke_alone(
         self, pool: Pool, version: VersionInfo, fields: dict[str, Any], qualifier: str | None
     ) -> Outcome:
         config = version.config
-        if config.batches() and not fields["want_logs"]:
-            return await self._invoke_batched(pool, fields, qualifier)
         placed = time.perf_counter()
         instance, cold = await pool.acquire()
         queue_ms = (time.perf_counter() - placed) * 1000
