@@ -234,14 +234,16 @@ class Instance:
         if self.state is State.DEAD or self._writer is None:
             raise self._death_reason()
         call_id = next(self._ids)
-        future: asyncio.Future[m.Result | m.BatchResult] = (
-            asyncio.get_running_loop().create_future()
-        )
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[m.Result | m.BatchResult] = loop.create_future()
         self._pending[call_id] = future
         self._writer.write(m.encode(build(call_id)))
+        # A timer on the future itself: wait_for(shield(future)) would add a shield future, a
+        # waiter future and their callbacks to every call (a few us each, on the hot path).
+        timer = loop.call_later(timeout_s, _expire, future)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout_s)
-        except TimeoutError:
+            return await future
+        except _Expired:
             self._pending.pop(call_id, None)
             self.kill(
                 errors.InstanceCrashed(
@@ -251,6 +253,8 @@ class Instance:
             raise errors.InvocationTimeout(
                 f"the invocation did not finish within timeout_s={timeout_s:g}"
             ) from None
+        finally:
+            timer.cancel()
 
     def describe(self) -> dict[str, object]:
         return {
@@ -291,3 +295,12 @@ def _load_error(info: m.ErrorInfo) -> errors.ColdbrewError:
     if info.code == "OUT_OF_MEMORY":
         return errors.OutOfMemory(info.message)
     return errors.DeployError(info.message, errorType=info.type, stackTrace=info.stack)
+
+
+class _Expired(Exception):
+    """A call's timer went off before its result arrived."""
+
+
+def _expire(future: asyncio.Future[m.Result | m.BatchResult]) -> None:
+    if not future.done():
+        future.set_exception(_Expired())
