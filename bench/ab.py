@@ -9,7 +9,11 @@ invocation** (user + system, read from /proc via psutil; instances and templates
     python bench/ab.py --before b736e76 [--after HEAD] [--connections 16,64] [--rounds 6]
         [--duration 5] [--batching auto] [--out bench/results/ab.json]
 
-Read the ratios and medians, never one turn's number.
+Read the ratios and medians, never one turn's number. Two ratios are reported: of the medians
+of all turns, and the **paired** one (the median over rounds of each round's after / before,
+with its interquartile range). On a shared machine whose speed swings over tens of seconds the
+paired ratio is the one to read: the two turns of a round ran seconds apart, in the same
+weather; more, shorter rounds (``--rounds 30 --duration 2``) sharpen it.
 """
 
 from __future__ import annotations
@@ -72,6 +76,14 @@ def turn(server: Coldbrew, url: str, body: Path, connections: int, seconds: floa
     }
 
 
+def quartiles(values: list[float]) -> tuple[float, float]:
+    """The interquartile range of ``values`` (both ends the median for fewer than two)."""
+    if len(values) < 2:
+        return (values[0], values[0]) if values else (0.0, 0.0)
+    q = statistics.quantiles(values, n=4)
+    return q[0], q[2]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--before", required=True, help="git revision of the 'before' side")
@@ -127,13 +139,22 @@ def main() -> None:
             summary["cpu_ratio_after_over_before"] = (
                 a["cpu_us_per_call_median"] / b["cpu_us_per_call_median"]
             )
+            for key, name in (("rps", "rps"), ("cpu_us_per_call", "cpu")):
+                paired = [x[key] / y[key] for x, y in zip(a["turns"], b["turns"], strict=True)]
+                summary[f"{name}_ratio_paired_median"] = statistics.median(paired)
+                summary[f"{name}_ratio_paired_iqr"] = quartiles(paired)
             results["runs"][str(c)] = summary
+            rps_iqr, cpu_iqr = summary["rps_ratio_paired_iqr"], summary["cpu_ratio_paired_iqr"]
             print(
                 f"c={c:>3}  req/s before {b['rps_median']:8.0f}  after {a['rps_median']:8.0f}"
-                f"  ratio {summary['rps_ratio_after_over_before']:.3f}   gateway CPU/call"
+                f"  ratio {summary['rps_ratio_after_over_before']:.3f}"
+                f" (paired {summary['rps_ratio_paired_median']:.3f}"
+                f" [{rps_iqr[0]:.3f}-{rps_iqr[1]:.3f}])   gateway CPU/call"
                 f" before {b['cpu_us_per_call_median']:6.1f} us  after"
                 f" {a['cpu_us_per_call_median']:6.1f} us"
                 f"  ratio {summary['cpu_ratio_after_over_before']:.3f}"
+                f" (paired {summary['cpu_ratio_paired_median']:.3f}"
+                f" [{cpu_iqr[0]:.3f}-{cpu_iqr[1]:.3f}])"
             )
         if args.out:
             args.out.write_text(json.dumps(results, indent=2))

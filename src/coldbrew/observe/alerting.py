@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from coldbrew.observe.rules import Evaluation, RuleConfig, evaluate, transitions
-from coldbrew.observe.window import Window, summarize
+from coldbrew.observe.window import Window
 
 log = logging.getLogger("coldbrew.alerts")
 MAX_PENDING_WEBHOOKS = 100
@@ -80,14 +80,20 @@ class AlertManager:
         now = time.time() if now is None else now
         self.window.trim(now)
         start = now - self.config.window_s
-        functions = self.window.functions() | {f for _, f in self.active if ":" not in f}
+        span = self._baseline_span(now)
+        tally = self.window.tally(start, None if span is None else start - span)
+        functions = tally.functions() | {f for _, f in self.active if ":" not in f}
         evaluations: list[Evaluation] = []
         for function in sorted(functions):
-            usages = self.window.since(start, function)
-            stats = summarize(usages)
-            evaluations += evaluate(function, stats, self.config, self._baseline(function, now))
-            if self.per_version:
-                evaluations += self._per_version(function, usages)
+            baseline = None
+            if span is not None:  # the average spend per window-length before the window
+                baseline = tally.earlier_cost.get(function, 0.0) / span * self.config.window_s
+            evaluations += evaluate(function, tally.stats(function), self.config, baseline)
+            versions = tally.versions(function)
+            if self.per_version and len(versions) > 1:
+                for version in versions:
+                    stats = tally.stats(function, version)
+                    evaluations += evaluate(f"{function}:{version}", stats, self.config)[:3]
         for source in self.sources:
             evaluations += source(now)
         evaluations += self._gone_versions(evaluations)
@@ -98,16 +104,6 @@ class AlertManager:
             self._publish(event)
         return events
 
-    def _per_version(self, function: str, usages: list[Any]) -> list[Evaluation]:
-        versions = sorted({u.version for u in usages})
-        if len(versions) < 2:
-            return []
-        out: list[Evaluation] = []
-        for version in versions:
-            stats = summarize(u for u in usages if u.version == version)
-            out += evaluate(f"{function}:{version}", stats, self.config)[:3]  # no cost rule
-        return out
-
     def _gone_versions(self, evaluations: list[Evaluation]) -> list[Evaluation]:
         """A per-version alert whose function no longer splits its traffic resolves."""
         seen = {e.key for e in evaluations}
@@ -117,18 +113,15 @@ class AlertManager:
             if ":" in label and (rule, label) not in seen
         ]
 
-    def _baseline(self, function: str, now: float) -> float | None:
-        """Average spend per window-length over the trailing ``baseline_s`` before the window;
-        None until the window holds that much history."""
+    def _baseline_span(self, now: float) -> float | None:
+        """How far before the window the cost baseline reaches (at most ``baseline_s``); None
+        until the window holds half that much history."""
         window_start = now - self.config.window_s
         oldest = self.window.oldest()
         earliest = now if oldest is None else oldest
         if earliest > window_start - self.baseline_s / 2:
             return None
-        span = min(self.baseline_s, window_start - earliest)
-        trailing = [u for u in self.window.since(window_start - span, function)]
-        cost = sum(u.cost_usd for u in trailing if u.started_at < window_start)
-        return cost / span * self.config.window_s
+        return min(self.baseline_s, window_start - earliest)
 
     def announce(self, rule: str, function: str, message: str, **details: Any) -> dict[str, Any]:
         """A one-off event that no rule evaluates (a rollout rolled back): sent to the log and

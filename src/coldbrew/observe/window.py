@@ -12,12 +12,18 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from coldbrew.observe.usage import Usage
 
 _STARTED_AT = Usage._fields.index("started_at")
 _FUNCTION = Usage._fields.index("function")
 _VERSION = Usage._fields.index("version")
+_WALL_MS = Usage._fields.index("wall_ms")
+_GB_SECONDS = Usage._fields.index("gb_seconds")
+_COST = Usage._fields.index("cost_usd")
+_COLD = Usage._fields.index("cold_start")
+_STATUS = Usage._fields.index("status")
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,59 @@ def summarize(usages: Iterable[Usage]) -> WindowStats:
     )
 
 
+class _Group:
+    """Running sums of one (function, version) in a :class:`Tally`."""
+
+    __slots__ = ("cold_starts", "cost_usd", "errors", "gb_seconds", "invocations", "latencies")
+
+    def __init__(self) -> None:
+        self.invocations = self.errors = self.cold_starts = 0
+        self.cost_usd = self.gb_seconds = 0.0
+        self.latencies: list[float] = []
+        """Wall times of the invocations that were not throttled."""
+
+
+class Tally:
+    """One pass over a window's rows (:meth:`Window.tally`): per (function, version) the
+    statistics of the invocations placed at or after ``start``; per function, the cost of those
+    placed in ``[cost_from, start)``. What the alert rules read every few seconds, without
+    turning each row back into a :class:`Usage` or scanning the rows once per function, per
+    version and for the baseline (which took ~0.3 s of the event loop every pass at 200,000
+    rows)."""
+
+    def __init__(self) -> None:
+        self.groups: dict[tuple[str, int], _Group] = {}
+        self.earlier_cost: dict[str, float] = {}
+        """Function -> cost placed in ``[cost_from, start)`` (0.0 for a function whose rows
+        are all older, or all without ``cost_from``)."""
+
+    def functions(self) -> set[str]:
+        """Every function the window holds invocations of (of any age)."""
+        return {f for f, _ in self.groups} | set(self.earlier_cost)
+
+    def versions(self, function: str) -> list[int]:
+        """The versions of ``function`` placed at or after ``start``, in order."""
+        return sorted(v for f, v in self.groups if f == function)
+
+    def stats(self, function: str, version: int | None = None) -> WindowStats:
+        """What :func:`summarize` says of the invocations of ``function`` (one ``version``)
+        placed at or after ``start``."""
+        groups = [g for (f, v), g in self.groups.items() if f == function and version in (None, v)]
+        latencies = sorted(x for g in groups for x in g.latencies)
+        invocations = sum(g.invocations for g in groups)
+        return WindowStats(
+            invocations=invocations,
+            errors=sum(g.errors for g in groups),
+            throttles=invocations - sum(len(g.latencies) for g in groups),
+            cold_starts=sum(g.cold_starts for g in groups),
+            p50_ms=percentile(latencies, 50),
+            p95_ms=percentile(latencies, 95),
+            p99_ms=percentile(latencies, 99),
+            cost_usd=sum(g.cost_usd for g in groups),
+            gb_seconds=sum(g.gb_seconds for g in groups),
+        )
+
+
 class Window:
     """The invocations of the last ``horizon_s`` seconds (at most ``max_items``).
 
@@ -110,6 +169,35 @@ class Window:
             and (function is None or row[_FUNCTION] == function)
             and (version is None or row[_VERSION] == version)
         ]
+
+    def tally(self, start: float, cost_from: float | None = None) -> Tally:
+        """One pass over every row: see :class:`Tally`."""
+        tally = Tally()
+        groups, earlier = tally.groups, tally.earlier_cost
+        rows: Iterable[tuple[Any, ...]] = self._rows
+        for row in rows:
+            function = row[_FUNCTION]
+            at = row[_STARTED_AT]
+            if at >= start:
+                key = (function, row[_VERSION])
+                group = groups.get(key)
+                if group is None:
+                    group = groups[key] = _Group()
+                group.invocations += 1
+                status = row[_STATUS]
+                if status != "OK":
+                    group.errors += 1
+                if status != "THROTTLED":
+                    group.latencies.append(row[_WALL_MS])
+                if row[_COLD]:
+                    group.cold_starts += 1
+                group.cost_usd += row[_COST]
+                group.gb_seconds += row[_GB_SECONDS]
+            elif cost_from is not None and at >= cost_from:
+                earlier[function] = earlier.get(function, 0.0) + row[_COST]
+            elif function not in earlier:
+                earlier[function] = 0.0
+        return tally
 
     def versions(self, function: str) -> set[int]:
         """The versions of ``function`` the window holds invocations of."""
