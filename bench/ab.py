@@ -7,13 +7,17 @@ each turn records requests per second and the **gateway process's own CPU time p
 invocation** (user + system, read from /proc via psutil; instances and templates excluded).
 
     python bench/ab.py --before b736e76 [--after HEAD] [--connections 16,64] [--rounds 6]
-        [--duration 5] [--batching auto] [--out bench/results/ab.json]
+        [--duration 5] [--batching auto] [--together] [--out bench/results/ab.json]
 
 Read the ratios and medians, never one turn's number. Two ratios are reported: of the medians
 of all turns, and the **paired** one (the median over rounds of each round's after / before,
 with its interquartile range). On a shared machine whose speed swings over tens of seconds the
 paired ratio is the one to read: the two turns of a round ran seconds apart, in the same
-weather; more, shorter rounds (``--rounds 30 --duration 2``) sharpen it.
+weather; more, shorter rounds (``--rounds 30 --duration 2``) sharpen it. ``--together`` goes
+further: each round loads both sides at the same moment (one wrk each, the same connections),
+so whatever else the machine does hits both alike; they share its cores, so read the ratios
+(each side's req/s under the same contention, and its gateway's CPU per call), not the
+absolute numbers.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -61,19 +66,33 @@ def source_of(stack: ExitStack, revision: str, work: Path, label: str) -> Path:
 
 
 def turn(server: Coldbrew, url: str, body: Path, connections: int, seconds: float) -> dict:
-    gateway = psutil.Process(server.proc.pid)
-    before = gateway.cpu_times()
-    result = run_wrk(url, body, connections, seconds)
-    after = gateway.cpu_times()
-    cpu_s = (after.user - before.user) + (after.system - before.system)
-    if result.errors:
-        raise RuntimeError(f"{result.errors} failed requests against {url}")
-    return {
-        "rps": result.requests_per_s,
-        "p50_ms": result.p50_ms,
-        "p99_ms": result.p99_ms,
-        "cpu_us_per_call": cpu_s / max(1, result.requests) * 1e6,
-    }
+    return turns_together([(server, url)], body, connections, seconds)[0]
+
+
+def turns_together(
+    sides: list[tuple[Coldbrew, str]], body: Path, connections: int, seconds: float
+) -> list[dict]:
+    """One wrk per side, all at once; each side's req/s and gateway CPU per call."""
+    gateways = [psutil.Process(server.proc.pid) for server, _ in sides]
+    before = [g.cpu_times() for g in gateways]
+    with ThreadPoolExecutor(len(sides)) as pool:
+        runs = [pool.submit(run_wrk, url, body, connections, seconds) for _, url in sides]
+        results = [run.result() for run in runs]
+    out = []
+    for (_, url), gateway, start, result in zip(sides, gateways, before, results, strict=True):
+        end = gateway.cpu_times()
+        cpu_s = (end.user - start.user) + (end.system - start.system)
+        if result.errors:
+            raise RuntimeError(f"{result.errors} failed requests against {url}")
+        out.append(
+            {
+                "rps": result.requests_per_s,
+                "p50_ms": result.p50_ms,
+                "p99_ms": result.p99_ms,
+                "cpu_us_per_call": cpu_s / max(1, result.requests) * 1e6,
+            }
+        )
+    return out
 
 
 def quartiles(values: list[float]) -> tuple[float, float]:
@@ -92,6 +111,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--batching", default="auto")
+    parser.add_argument(
+        "--together",
+        action="store_true",
+        help="load both sides at once in each round (they share the machine) instead of in turns",
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if not have_wrk():
@@ -121,6 +145,12 @@ def main() -> None:
             for label in sides:  # warm-up turn each, not recorded
                 run_wrk(sides[label][1], body, c, 2)
             for r in range(args.rounds):
+                if args.together:  # both loaded at once: the machine's weather hits both
+                    both = turns_together(list(sides.values()), body, c, args.duration)
+                    for label, result in zip(sides, both, strict=True):
+                        turns[label].append(result)
+                    time.sleep(0.5)
+                    continue
                 order = ["before", "after"] if r % 2 == 0 else ["after", "before"]
                 for label in order:
                     server, url = sides[label]
