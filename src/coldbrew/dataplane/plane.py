@@ -63,30 +63,31 @@ class DataPlane:
         """Admit and run one invocation. Platform failures and refusals raise ColdbrewError (the
         observers still see them); a handler that raised is ``Outcome.error``."""
         route = self.scheduler.fresh_split(request.function, request.qualifier)
-        if route is not None:  # the hot path admits without a coroutine when nothing waits
-            version = _version_of(route, request)
-            if not (
-                request.limited and limits.applies(request.principal, version.config.rate_limit)
-            ):
-                _validate(request, version)
-                return await self.run(request, Admitted(version, None))
-        return await self.run(request, await self.admit(request))
+        if route is None:
+            return await self.run(request, await self.admit(request))
+        # The hot path: a cached route, and no coroutine to admit unless a limit applies.
+        version = _version_of(route, request)
+        if request.limited and limits.applies(request.principal, version.config.rate_limit):
+            return await self.run(request, await self._admit_to(request, version))
+        _validate(request, version)
+        return await self.run(request, Admitted(version, None))
 
     async def admit(self, request: InvocationRequest) -> Admitted:
         """Resolve, limit and validate, without running: what accepting an invocation means."""
         try:
-            route = self.scheduler.fresh_split(
-                request.function, request.qualifier
-            ) or await self.scheduler.resolve_split(request.function, request.qualifier)
+            route = await self.scheduler.resolve_split(request.function, request.qualifier)
         except errors.NotFound as missing:
             if request.limited:  # probing for functions spends the key's budget too
                 p = request.principal
                 missing.decision = await limits.admit(self.limiter, p, request.function, None, None)  # type: ignore[attr-defined]
             raise
-        version = _version_of(route, request)
+        return await self._admit_to(request, _version_of(route, request))
+
+    async def _admit_to(self, request: InvocationRequest, version: VersionInfo) -> Admitted:
+        """The limits, then the schema, of an invocation of ``version``."""
         decision = None
         config = version.config
-        if request.limited and limits.applies(request.principal, config.rate_limit):
+        if request.limited:
             decision = await limits.admit(
                 self.limiter, request.principal, request.function, config.rate_limit, config.burst
             )

@@ -224,8 +224,7 @@ class _Lane:
     config: ShadowConfig
     stats: ShadowStats
     candidate: str
-    """The candidate's pool key (``ShadowConfig.candidate_key``)."""
-    fraction: float
+    """The candidate's pool key (``ShadowConfig.candidate_key``, formatted once)."""
     low: bool
     """``priority == "low"``."""
 
@@ -308,9 +307,8 @@ class ShadowMirror:
         self.local_processes = local_processes
         """Whether instance pids are processes of this machine (not on a Ray node), which
         a low-priority shadow may put under SCHED_IDLE."""
-        self.configs: dict[tuple[str, str], ShadowConfig] = {}
-        self.stats: dict[tuple[str, str], ShadowStats] = {}
         self._lanes: dict[tuple[str, str], _Lane] = {}
+        """Per shadow (function, alias): its config and counts (``configs``, ``stats``)."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight: dict[str, int] = {}
         """Candidate pool key -> this mirror's copies running on it."""
@@ -338,23 +336,33 @@ class ShadowMirror:
         self._syncer: asyncio.Task[None] | None = None
 
     # --- configuration --------------------------------------------------------------------------
+    @property
+    def configs(self) -> dict[tuple[str, str], ShadowConfig]:
+        return {key: lane.config for key, lane in self._lanes.items()}
+
+    @property
+    def stats(self) -> dict[tuple[str, str], ShadowStats]:
+        """This gateway's counts per shadow (fresh each time the shadow is set)."""
+        return {key: lane.stats for key, lane in self._lanes.items()}
+
     def set(self, config: ShadowConfig) -> None:
         key = (config.function, config.alias)
-        old = self.configs.get(key)
-        self.configs[key] = config
-        stats = self.stats[key] = ShadowStats()
+        old = self._lanes.get(key)
         low = config.priority == "low"
-        self._lanes[key] = _Lane(config, stats, config.candidate_key, config.fraction, low)
+        self._lanes[key] = _Lane(config, ShadowStats(), config.candidate_key, low)
         if old is not None:
-            self._restore_unless_shadowed(old)
+            self._restore_unless_shadowed(old.config)
         self._lower_priority(config)  # the candidate's instances that exist already
         self._sync()
 
     def remove(self, function: str, alias: str | None = None) -> list[ShadowConfig]:
-        gone = [c for k, c in self.configs.items() if k[0] == function and alias in (None, k[1])]
+        gone = [
+            lane.config
+            for (f, a), lane in self._lanes.items()
+            if f == function and alias in (None, a)
+        ]
         for config in gone:
-            del self.configs[(config.function, config.alias)]
-            self._lanes.pop((config.function, config.alias), None)
+            del self._lanes[(config.function, config.alias)]
         for config in gone:
             self._restore_unless_shadowed(config)
         self._sync()
@@ -362,9 +370,9 @@ class ShadowMirror:
 
     def describe(self, function: str) -> list[dict[str, Any]]:
         return [
-            {**asdict(c), "percent": c.fraction * 100, **self.stats[k].to_dict()}
-            for k, c in sorted(self.configs.items())
-            if k[0] == function
+            {**asdict(lane.config), "percent": lane.config.fraction * 100, **lane.stats.to_dict()}
+            for (f, _), lane in sorted(self._lanes.items())
+            if f == function
         ]
 
     # --- the registry: shared by every gateway, re-read every few seconds -----------------------
@@ -433,7 +441,7 @@ class ShadowMirror:
         counts), stop the ones gone (stopped elsewhere, or their function or candidate version
         was deleted: the rows go with them)."""
         wanted = {(r.function, r.alias): r for r in records}
-        for (function, alias), config in list(self.configs.items()):
+        for (function, alias), config in self.configs.items():
             if (function, alias) not in wanted:
                 log.info(
                     "shadow of %s:%s to version %d stopped: it is no longer in the registry "
@@ -445,9 +453,9 @@ class ShadowMirror:
                 self.remove(function, alias)
                 self._revisions.pop((function, alias), None)
         for key, record in wanted.items():
-            if key in self.configs and self._revisions.get(key) == record.updated_at:
+            if key in self._lanes and self._revisions.get(key) == record.updated_at:
                 continue  # unchanged: keep its counts
-            if key not in self.configs:
+            if key not in self._lanes:
                 log.info(
                     "shadow of %s:%s to version %d applied from the registry",
                     record.function,
@@ -468,7 +476,7 @@ class ShadowMirror:
     def _sync(self) -> None:
         """What the data plane looks up per invocation: ``(function, qualifier)`` -> offer;
         the loop-lag ticker runs while a low-priority shadow exists."""
-        low = any(c.priority == "low" for c in self.configs.values())
+        low = any(lane.low for lane in self._lanes.values())
         if low and self._ticker is None:
             with contextlib.suppress(RuntimeError):  # no running loop: nothing to measure
                 self._ticker = asyncio.get_running_loop().create_task(self._measure_lag())
@@ -493,7 +501,7 @@ class ShadowMirror:
             self._offer(lane, request, outcome)
 
     def _offer(self, lane: _Lane, request: InvocationRequest, outcome: Outcome) -> None:
-        if request.protocol == "shadow" or self.rand() >= lane.fraction:
+        if request.protocol == "shadow" or self.rand() >= lane.config.fraction:
             return
         candidate = lane.candidate
         pool = self.dataplane.scheduler.pools.get(candidate)
@@ -632,7 +640,7 @@ class ShadowMirror:
         """Back to the normal policy once no low-priority shadow runs copies on the
         candidate."""
         key = gone.candidate_key
-        if any(c.candidate_key == key and c.priority == "low" for c in self.configs.values()):
+        if any(lane.candidate == key and lane.low for lane in self._lanes.values()):
             return
         for pid in self._idled.pop(key, set()):
             set_policy(pid, NORMAL)

@@ -112,23 +112,28 @@ class Tally:
     rows)."""
 
     def __init__(self) -> None:
-        self.groups: dict[tuple[str, int], _Group] = {}
+        self.groups: dict[str, dict[int, _Group]] = {}
+        """Function -> version -> its invocations placed at or after ``start``."""
         self.earlier_cost: dict[str, float] = {}
         """Function -> cost placed in ``[cost_from, start)`` (0.0 for a function whose rows
         are all older, or all without ``cost_from``)."""
 
     def functions(self) -> set[str]:
         """Every function the window holds invocations of (of any age)."""
-        return {f for f, _ in self.groups} | set(self.earlier_cost)
+        return set(self.groups) | set(self.earlier_cost)
 
     def versions(self, function: str) -> list[int]:
         """The versions of ``function`` placed at or after ``start``, in order."""
-        return sorted(v for f, v in self.groups if f == function)
+        return sorted(self.groups.get(function, ()))
 
     def stats(self, function: str, version: int | None = None) -> WindowStats:
         """What :func:`summarize` says of the invocations of ``function`` (one ``version``)
         placed at or after ``start``."""
-        groups = [g for (f, v), g in self.groups.items() if f == function and version in (None, v)]
+        versions = self.groups.get(function, {})
+        if version is None:
+            groups = list(versions.values())
+        else:
+            groups = [versions[version]] if version in versions else []
         runs = [g.sorted_latencies() for g in groups]
         # Sorted runs: sorted() of their concatenation merges them in one linear pass.
         latencies = runs[0] if len(runs) == 1 else sorted(itertools.chain.from_iterable(runs))
@@ -198,10 +203,12 @@ class Window:
             function = row[_FUNCTION]
             at = row[_STARTED_AT]
             if at >= start:
-                key = (function, row[_VERSION])
-                group = groups.get(key)
+                versions = groups.get(function)
+                if versions is None:
+                    versions = groups[function] = {}
+                group = versions.get(row[_VERSION])
                 if group is None:
-                    group = groups[key] = _Group()
+                    group = versions[row[_VERSION]] = _Group()
                 group.invocations += 1
                 status = row[_STATUS]
                 if status != "OK":
