@@ -103,6 +103,55 @@ def test_shadow_never_changes_or_delays_an_answer(shade: Server) -> None:
         assert {os.sched_getscheduler(pid) for pid in _pids(shade, 2)} == {os.SCHED_OTHER}
 
 
+BATCHED_CANDIDATE = """
+def handler(event, context):
+    return batch([event], [context])[0]
+
+def batch(events, contexts):
+    out = []
+    for event in events:
+        n = event["n"]
+        if n % 10 == 5:
+            out.append(ValueError("candidate bug"))
+        else:
+            out.append({"label": "b" if n % 4 == 0 else "a", "n": n, "batch": len(events)})
+    return out
+"""
+BATCHED_CONFIG = (
+    "handler = 'handler:handler'\nbatch_handler = 'handler:batch'\nmax_instances = 1\n"
+    "[batching]\nmax_batch_size = 8\n"
+)
+
+
+def test_a_low_priority_burst_is_one_call_of_a_batched_candidate(
+    shade: Server, tmp_path: Path
+) -> None:
+    """To a batched candidate, low-priority copies go in bursts of its ``max_batch_size``:
+    each burst one call of its batch handler (one invocation in its metrics and meter), each
+    copy compared with its caller's answer."""
+    primary = write_bundle(tmp_path / "v1", PRIMARY, CONFIG)
+    assert shade.deploy_folder("bursty", primary).status_code == 201
+    candidate = write_bundle(tmp_path / "v2", BATCHED_CANDIDATE, BATCHED_CONFIG)
+    assert shade.deploy_folder("bursty", candidate).status_code == 201
+    assert shade.client.put("/v1/functions/bursty/aliases/prod", json={"version": 1}).is_success
+    assert shade.invoke("bursty:2", {"n": 1}).json()["batch"] == 1  # warm: one call, batch of 1
+    shadow = {"version": 2, "alias": "prod", "percent": 100, "ignore": ["batch"]}
+    assert shade.client.put("/v1/functions/bursty/shadow", json=shadow).status_code == 200
+    for first in range(0, 40, 8):  # a burst's worth, then its copies settle: none dropped
+        for n in range(first, first + 8):
+            assert shade.invoke("bursty:prod", {"n": n}).json() == {"label": "a", "n": n}
+        status = _settled(shade, first + 8, "bursty")
+    # 40 copies: 4 failed (n % 10 == 5), 10 of the other 36 disagree (n % 4 == 0).
+    assert (status["mirrored"], status["dropped"]) == (40, 0), status
+    assert (status["shadow_errors"], status["compared"], status["agreed"]) == (4, 36, 26), status
+    text = shade.client.get("/metrics").text
+    # Five handler calls of 8 (and the warm-up's 1): one invocation each, none failed whole.
+    assert 'coldbrew_batch_size_count{function="bursty"} 6.0' in text
+    assert 'coldbrew_batch_size_sum{function="bursty"} 41.0' in text
+    assert 'coldbrew_invocations_total{function="bursty",status="OK",version="2"} 6.0' in text
+    assert shade.client.delete("/v1/functions/bursty").is_success
+
+
 def _pids(shade: Server, version: int) -> list[int]:
     pools = shade.client.get("/v1/functions/shade").json()["pools"]
     pids = [i["pid"] for p in pools if p["version"] == version for i in p["instances"]]
@@ -161,31 +210,40 @@ def test_a_busy_gateway_loop_starts_no_low_priority_copy() -> None:
 def test_low_priority_copies_go_to_a_batched_candidate_in_bursts(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A low-priority copy to a batched candidate waits for its burst: the burst starts whole
-    (one batch) when full or after BURST_WAIT_S, never while an earlier one runs; a full
-    buffer drops."""
+    """A low-priority copy to a batched candidate waits for its burst: the burst goes whole
+    (one batch handler call) when full or after BURST_WAIT_S, never while an earlier one runs;
+    a full buffer drops."""
     monkeypatch.setattr(shadow_module, "BURST_WAIT_S", 0.05)
     batcher = SimpleNamespace(queue=[], config=SimpleNamespace(max_batch_size=8))
     pool = SimpleNamespace(closed=False, waiters=[], batcher=batcher, instances=[])
-    started: list[float] = []
+    bursts: list[int] = []
+    """The size of each call of the candidate, in order."""
     release = asyncio.Event()
 
     async def resolve(function: str, qualifier: str) -> object:
         return SimpleNamespace(number=int(qualifier))
 
-    async def run(request: object, admitted: object) -> object:
-        started.append(time.monotonic())
+    async def invoke_burst(
+        version: object, payloads: list[bytes], protocol: str, caller: object
+    ) -> list[object]:
+        assert protocol == "shadow"
+        bursts.append(len(payloads))
         await release.wait()
-        return SimpleNamespace(error=None, body=b"{}")
+        return [SimpleNamespace(error=None, body=b"{}") for _ in payloads]
 
-    scheduler = SimpleNamespace(backend=None, pools={"f:2": pool}, resolve=resolve)
+    async def run(request: object, admitted: object) -> object:
+        raise AssertionError("a burst's copies are not invoked one by one")
+
+    scheduler = SimpleNamespace(
+        backend=None, pools={"f:2": pool}, resolve=resolve, invoke_burst=invoke_burst
+    )
     plane = SimpleNamespace(scheduler=scheduler, shadows={}, run=run)
     request = SimpleNamespace(
         function="f",
         qualifier="prod",
         protocol="http",
         payload=b"{}",
-        principal=None,
+        principal=SimpleNamespace(caller="key-1"),
         kind="sync",
         client_context=None,
     )
@@ -200,34 +258,37 @@ def test_low_priority_copies_go_to_a_batched_candidate_in_bursts(
         for _ in range(5):
             mirror.offer(request, primary)  # type: ignore[arg-type]
         await asyncio.sleep(0)
-        counts.append(len(started))  # 0: waiting for the burst to fill
+        counts.append(sum(bursts))  # 0: waiting for the burst to fill
         await asyncio.sleep(0.15)
-        counts.append(len(started))  # 5: the timer sent the partial burst, whole
+        counts.append(sum(bursts))  # 5: the timer sent the partial burst, whole
         for _ in range(10):  # while that burst runs: 8 wait, 2 are dropped
             mirror.offer(request, primary)  # type: ignore[arg-type]
         await asyncio.sleep(0.15)
-        counts.append(len(started))  # still 5: never while a burst runs
+        counts.append(sum(bursts))  # still 5: never while a burst runs
         release.set()
         await asyncio.sleep(0.05)
-        counts.append(len(started))  # 13: the full burst went when the first finished
+        counts.append(sum(bursts))  # 13: the full burst went when the first finished
         await mirror.drain()
         stats = mirror.stats[("f", "prod")]
         mirror.remove("f")
-        return counts, {"mirrored": stats.mirrored, "dropped": stats.dropped}
+        return counts, {
+            "mirrored": stats.mirrored,
+            "dropped": stats.dropped,
+            "agreed": stats.agreed,
+        }
 
     counts, stats = asyncio.run(scenario())
     assert counts == [0, 5, 5, 13], counts
-    assert stats == {"mirrored": 13, "dropped": 2}, stats
-    assert max(started[:5]) - min(started[:5]) < 0.01  # each burst started as one
-    assert max(started[5:]) - min(started[5:]) < 0.01
+    assert bursts == [5, 8], bursts  # each burst one call of the candidate
+    assert stats == {"mirrored": 13, "dropped": 2, "agreed": 13}, stats
 
 
-def _settled(shade: Server, total: int) -> dict:
+def _settled(shade: Server, total: int, function: str = "shade") -> dict:
     """The shadow's status once ``total`` copies are accounted for (mirrored and done, or
     dropped)."""
     deadline = time.monotonic() + 15
     while True:
-        shadow = shade.client.get("/v1/functions/shade/shadow").json()["shadows"][0]
+        shadow = shade.client.get(f"/v1/functions/{function}/shadow").json()["shadows"][0]
         if shadow["mirrored"] + shadow["dropped"] >= total or time.monotonic() > deadline:
             break
         time.sleep(0.1)

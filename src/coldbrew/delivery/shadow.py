@@ -81,6 +81,7 @@ from coldbrew.dataplane.request import InvocationRequest
 from coldbrew.ids import new_request_id
 from coldbrew.observe.window import percentile
 from coldbrew.registry.shadows import ShadowRecord, ShadowStore
+from coldbrew.runtime import messages as m
 from coldbrew.scaling.pool import Pool
 
 log = logging.getLogger("coldbrew.shadow")
@@ -569,8 +570,9 @@ class ShadowMirror:
             return
         del self._bursts[candidate]
         self._in_flight[candidate] = len(burst)
-        for copy in burst:  # all started before any runs: the batcher sees them together
-            self._start(copy)
+        task = asyncio.get_running_loop().create_task(self._burst(candidate, burst))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _measure_lag(self) -> None:
         """Each tick: how late the loop woke and how busy its thread was (this task runs on
@@ -622,6 +624,41 @@ class ShadowMirror:
         stats.primary_ms.append(primary.wall_ms)
         self._record(stats, primary, outcome, config)
 
+    async def _burst(self, candidate: str, burst: list[_Copy]) -> None:
+        """A low-priority burst as one call of the candidate's batch handler, past its
+        batcher (``Scheduler.invoke_burst``): the gateway's part of a copy is one batch item
+        and one comparison, with no task, outcome or meter row of its own (the burst is
+        metered as one invocation, its duration and memory: what the copies cost)."""
+        config = burst[0].lane.config  # every copy of a burst is of one function and version
+        started = time.perf_counter()
+        results: list[m.ItemResult] | None = None
+        try:
+            version = await self.dataplane.scheduler.resolve(config.function, str(config.version))
+            self._lower_priority(config)
+            results = await self.dataplane.scheduler.invoke_burst(
+                version,
+                [copy.request.payload for copy in burst],
+                protocol="shadow",
+                caller=burst[0].request.principal.caller,
+            )
+        except errors.ColdbrewError:
+            pass  # each copy counts as the candidate's error
+        except Exception:  # a burst must never take anything down with it
+            log.exception("shadow burst of %s failed", config.function)
+        finally:
+            left = self._in_flight[candidate] = self._in_flight[candidate] - len(burst)
+            if left == 0 and self._bursts.get(candidate):  # the next burst filled meanwhile?
+                self._flush_if_full(candidate)
+        self._lower_priority(config)  # an instance this burst started
+        shadow_ms = (time.perf_counter() - started) * 1000
+        for i, copy in enumerate(burst):
+            stats = copy.lane.stats
+            stats.mirrored += 1
+            stats.shadow_ms.append(shadow_ms)
+            stats.primary_ms.append(copy.primary.wall_ms)
+            shadow = None if results is None else results[i]
+            self._record(stats, copy.primary, shadow, copy.lane.config)
+
     def _lower_priority(self, config: ShadowConfig) -> None:
         """SCHED_IDLE for the candidate's instances not set yet (each once: a few syscalls)."""
         if config.priority != "low" or not self.local_processes:
@@ -647,7 +684,10 @@ class ShadowMirror:
 
     @staticmethod
     def _record(
-        stats: ShadowStats, primary: Outcome, shadow: Outcome | None, config: ShadowConfig
+        stats: ShadowStats,
+        primary: Outcome,
+        shadow: Outcome | m.ItemResult | None,
+        config: ShadowConfig,
     ) -> None:
         """Count the copy's result (the metric reads these counts)."""
         if primary.error is not None:

@@ -21,6 +21,7 @@ from coldbrew import errors
 from coldbrew.backends.base import Backend
 from coldbrew.batching.batcher import Batcher
 from coldbrew.core.outcome import ColdStart, Kind, Outcome
+from coldbrew.ids import new_request_ids
 from coldbrew.runtime import messages as m
 from coldbrew.runtime.config import FunctionConfig
 from coldbrew.runtime.context import function_arn
@@ -407,6 +408,68 @@ class Scheduler:
                 done.first_in_batch,
             ),
         )
+
+    async def invoke_burst(
+        self, version: VersionInfo, payloads: list[bytes], *, protocol: str, caller: str | None
+    ) -> list[m.ItemResult]:
+        """Run ``payloads`` as one call of ``version``'s batch handler on one instance slot,
+        past its batcher's queue: for work that comes already gathered and is not waited on
+        (a shadow's burst of copies). The call is reported as one invocation (``batch_size``
+        payloads, the call's whole duration: what it cost; an error only if every payload
+        failed); each payload's result is returned in order. Platform failures raise
+        ColdbrewError (and are reported too)."""
+        config = version.config
+        pool = self.pool_for(version)
+        request_ids = new_request_ids(len(payloads) + 1)
+        burst_id = request_ids.pop()
+        arn = function_arn(version.function_name, str(version.number))
+        started = time.perf_counter()
+        outcome = Outcome(
+            request_id=burst_id,
+            function_name=version.function_name,
+            version=version.number,
+            cold_start=False,
+            body=b"",
+            error=None,
+            duration_ms=0.0,
+            init_ms=None,
+            memory_mb=config.memory_mb,
+            qualifier=str(version.number),
+            batch_size=len(payloads),
+            caller=caller,
+            protocol=protocol,
+        )
+        pool.callers += 1  # the reaper keeps the pool while the burst waits for a slot
+        try:
+            instance, cold = await pool.acquire()
+            outcome.queue_ms = (time.perf_counter() - started) * 1000
+            deadline_ms = int(time.time() * 1000 + config.timeout_s * 1000)
+            items = [
+                m.BatchItem(request_id, payload, deadline_ms, arn)
+                for request_id, payload in zip(request_ids, payloads, strict=True)
+            ]
+            try:
+                result = await instance.invoke_batch(items, config.timeout_s)
+            finally:
+                pool.release(instance)
+        except errors.ColdbrewError as exc:
+            outcome.platform_error = exc.code
+            outcome.wall_ms = (time.perf_counter() - started) * 1000
+            self._notify(outcome)
+            raise
+        finally:
+            pool.callers -= 1
+        self._on_batch(version.function_name, len(payloads))
+        outcome.cold_start, outcome.duration_ms = cold, result.duration_ms
+        outcome.init_ms = instance.init_ms if cold else None
+        outcome.start = self._cold_start(
+            pool, cold, burst_id, outcome.queue_ms, instance.start, result.duration_ms
+        )
+        if all(r.error is not None for r in result.results):  # the call failed as a whole
+            outcome.error = result.results[0].error
+        outcome.wall_ms = (time.perf_counter() - started) * 1000
+        self._notify(outcome)
+        return result.results
 
     async def open_stream(
         self,
