@@ -31,10 +31,13 @@ What a shadow may cost the callers, and how it is kept to (almost) nothing:
   spare, and copies take it (the share they add closes the gate again: the mirror settles where
   the loop keeps headroom).
 - **Low priority copies go in bursts** to a batched candidate: ``offer`` only appends the copy
-  to the candidate's buffer, and the buffer goes out as one burst (all its copies started in
-  one loop iteration, so the candidate's batcher takes them as one batch) when it holds
-  ``burst_size`` copies or ``BURST_WAIT_S`` after its first, and only while no earlier burst
-  runs on the candidate and nothing waits in its batcher; a full buffer drops. While the loop
+  to the candidate's buffer, and the buffer goes out as one burst (one call of the candidate's
+  batch handler on one instance slot, past its batcher: ``Scheduler.invoke_burst``, metered as
+  one invocation of ``batch_size`` copies) when it holds ``burst_size`` copies or
+  ``BURST_WAIT_S`` after its first, and only while no earlier burst runs on the candidate and
+  nothing waits in its batcher; a full buffer drops. A copy in a burst costs the gateway one
+  batch item and one comparison: no task, outcome, metric update or meter row of its own (one
+  by one through the data plane, those were most of a copy's cost: docs/BENCHMARKS.md). While the loop
   is busy only the timer sends a burst: at most one every ``BURST_WAIT_S``, a bounded sliver
   of the loop's time in place of none (a burst's copies cost the loop little each). Copies are not
   latency-bound, and a model's batch of 64 rows costs its instance (and the gateway) a
