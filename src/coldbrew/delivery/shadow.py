@@ -37,14 +37,15 @@ What a shadow may cost the callers, and how it is kept to (almost) nothing:
   ``BURST_WAIT_S`` after its first, and only while no earlier burst runs on the candidate and
   nothing waits in its batcher; a full buffer drops. A copy in a burst costs the gateway one
   batch item and one comparison: no task, outcome, metric update or meter row of its own (one
-  by one through the data plane, those were most of a copy's cost: docs/BENCHMARKS.md). While the loop
-  is busy only the timer sends a burst: at most one every ``BURST_WAIT_S``, a bounded sliver
-  of the loop's time in place of none (a burst's copies cost the loop little each). Copies are not
-  latency-bound, and a model's batch of 64 rows costs its instance (and the gateway) a
-  fraction of 64 single calls: the candidate's CPU, which on shared cores slows the primary
-  whatever its priority (caches, memory bandwidth), shrinks with it.
-- **Comparison off the path**: in the copy's task; byte-identical answers agree without being
-  parsed.
+  by one through the data plane, those were most of a copy's cost: docs/BENCHMARKS.md).
+  While the loop is busy only the timer sends a burst: at most one every ``BURST_WAIT_S``, a
+  bounded sliver of the loop's time in place of none. Copies are not latency-bound, and a
+  model's batch of 64 rows costs its instance a fraction of 64 single calls: the candidate's
+  CPU, which on shared cores slows the primary whatever its priority (caches, memory
+  bandwidth), shrinks with it (under full load that CPU is what the gate spares the primary:
+  bursts let through there cost it 7-8 %, docs/BENCHMARKS.md).
+- **Comparison off the path**: in the copy's (or the burst's) task; byte-identical answers
+  agree without being parsed.
 
 Where a shadow lives: its configuration is a row of the registry (``registry/shadows.py``), so
 it survives a restart and every gateway sharing the registry applies the same set: each mirror
@@ -653,6 +654,16 @@ class ShadowMirror:
             if left == 0 and self._bursts.get(candidate):  # the next burst filled meanwhile?
                 self._flush_if_full(candidate)
         self._lower_priority(config)  # an instance this burst started
+        if results is not None and len(results) != len(
+            burst
+        ):  # a runtime that broke the batch contract
+            log.warning(
+                "shadow burst of %s: %d results for %d copies",
+                config.function,
+                len(results),
+                len(burst),
+            )
+            results = None
         shadow_ms = (time.perf_counter() - started) * 1000
         for i, copy in enumerate(burst):
             stats = copy.lane.stats
