@@ -254,25 +254,10 @@ class Scheduler:
         try:
             outcome = await self._invoke(version, fields, qualifier)
         except errors.ColdbrewError as exc:
-            self._notify(
-                Outcome(
-                    request_id=request_id,
-                    function_name=version.function_name,
-                    version=version.number,
-                    cold_start=False,
-                    body=b"",
-                    error=None,
-                    duration_ms=0.0,
-                    init_ms=None,
-                    memory_mb=version.config.memory_mb,
-                    qualifier=qualifier,
-                    platform_error=exc.code,
-                    wall_ms=(time.perf_counter() - started) * 1000,
-                    caller=caller,
-                    protocol=protocol,
-                    kind=kind,
-                )
-            )
+            failed = _empty_outcome(version, request_id, qualifier, caller, protocol, kind)
+            failed.platform_error = exc.code
+            failed.wall_ms = (time.perf_counter() - started) * 1000
+            self._notify(failed)
             raise
         outcome.wall_ms = (time.perf_counter() - started) * 1000
         outcome.caller, outcome.protocol, outcome.kind = caller, protocol, kind
@@ -424,21 +409,8 @@ class Scheduler:
         burst_id = request_ids.pop()
         arn = function_arn(version.function_name, str(version.number))
         started = time.perf_counter()
-        outcome = Outcome(
-            request_id=burst_id,
-            function_name=version.function_name,
-            version=version.number,
-            cold_start=False,
-            body=b"",
-            error=None,
-            duration_ms=0.0,
-            init_ms=None,
-            memory_mb=config.memory_mb,
-            qualifier=str(version.number),
-            batch_size=len(payloads),
-            caller=caller,
-            protocol=protocol,
-        )
+        outcome = _empty_outcome(version, burst_id, str(version.number), caller, protocol)
+        outcome.batch_size = len(payloads)
         pool.callers += 1  # the reaper keeps the pool while the burst waits for a slot
         try:
             instance, cold = await pool.acquire()
@@ -498,21 +470,8 @@ class Scheduler:
             pool.release(instance)
             pool.callers -= 1
             raise
-        outcome = Outcome(
-            request_id=request_id,
-            function_name=version.function_name,
-            version=version.number,
-            cold_start=cold,
-            body=b"",
-            error=None,
-            duration_ms=0.0,
-            init_ms=None,
-            memory_mb=config.memory_mb,
-            qualifier=qualifier,
-            caller=caller,
-            protocol=protocol,
-            kind="stream",
-        )
+        outcome = _empty_outcome(version, request_id, qualifier, caller, protocol, "stream")
+        outcome.cold_start = cold
         return StreamLease(
             pool, instance, cold, stream_id, outputs, outcome, self._notify, self._on_features
         )
@@ -601,3 +560,30 @@ class Scheduler:
             for pool in self.pools.values()
             if pool.version.function_name == name
         ]
+
+
+def _empty_outcome(
+    version: VersionInfo,
+    request_id: str,
+    qualifier: str | None,
+    caller: str | None,
+    protocol: str,
+    kind: Kind = "sync",
+) -> Outcome:
+    """An invocation of ``version`` with nothing run yet: filled in as it runs, or reported as
+    a platform failure."""
+    return Outcome(
+        request_id=request_id,
+        function_name=version.function_name,
+        version=version.number,
+        cold_start=False,
+        body=b"",
+        error=None,
+        duration_ms=0.0,
+        init_ms=None,
+        memory_mb=version.config.memory_mb,
+        qualifier=qualifier,
+        caller=caller,
+        protocol=protocol,
+        kind=kind,
+    )
