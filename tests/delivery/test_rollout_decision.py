@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from coldbrew import errors
+from coldbrew.delivery.controller import version_stats
 from coldbrew.delivery.rollout import (
     Criteria,
     VersionStats,
@@ -13,6 +16,7 @@ from coldbrew.delivery.rollout import (
     parse_duration,
     parse_steps,
 )
+from coldbrew.observe.usage import Usage
 
 C = Criteria(max_error_rate_delta=0.01, max_p95_ratio=1.2, min_samples=100)
 OK = VersionStats(1000, 0, 20.0)
@@ -156,3 +160,20 @@ def test_accuracy_reasons_and_parsing() -> None:
     assert (parsed.min_accuracy, parsed.max_accuracy_drop, parsed.min_feedback) == (0.9, 0.02, 5)
     assert parse_criteria({}).judges_accuracy is False
     assert VersionStats(1, 0, None).to_dict()["accuracy"] is None
+
+
+def test_a_shadows_copies_are_not_the_candidates_traffic() -> None:
+    """A rollout judges the candidate by its callers' invocations: a shadow's copies (bursts of
+    many rows at idle priority, failing or slow as they may) and throttles are left out."""
+    now = time.time()
+
+    def usage(status: str, wall_ms: float, protocol: str) -> Usage:
+        return Usage(
+            "r", "fn", 2, "2", now, 1.0, wall_ms, 1, 128, 0.0, 0.0, False, None, status,
+            None, protocol,
+        )  # fmt: skip
+
+    rows = [usage("OK", 10.0, "native") for _ in range(100)]
+    rows += [usage("FUNCTION_ERROR", 900.0, "shadow") for _ in range(50)]
+    rows += [usage("THROTTLED", 0.0, "lambda") for _ in range(5)]
+    assert version_stats(rows) == VersionStats(100, 0, 10.0)

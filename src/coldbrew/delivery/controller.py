@@ -36,8 +36,9 @@ ACTOR = "coldbrew:rollout-controller"
 
 def version_stats(usages: list[Any]) -> VersionStats:
     """Errors are failed invocations other than throttles (capacity, not the version's code);
-    p95 is over warm invocations (a cold start measures the fork, not the version)."""
-    judged = [u for u in usages if u.status != "THROTTLED"]
+    p95 is over warm invocations (a cold start measures the fork, not the version). A shadow's
+    copies are not the version's traffic (bursts of many rows, at idle priority): left out."""
+    judged = [u for u in usages if u.status != "THROTTLED" and u.protocol != "shadow"]
     latencies = sorted(u.wall_ms for u in judged if u.ok and not u.cold_start)
     return VersionStats(
         invocations=len(judged),

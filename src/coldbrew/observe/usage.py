@@ -31,6 +31,7 @@ class OutcomeLike(Protocol):
     platform_error: str | None
     wall_ms: float
     caller: str | None
+    protocol: str
 
 
 class Usage(NamedTuple):
@@ -55,6 +56,9 @@ class Usage(NamedTuple):
     status: str
     """``OK``, ``FUNCTION_ERROR`` or the platform error code (``THROTTLED``, ``TIMEOUT``...)."""
     caller: str | None = None
+    protocol: str = "native"
+    """The entry point (``Outcome.protocol``): ``shadow`` marks a shadow's copies, which a
+    rollout does not judge the candidate by."""
 
     @property
     def ok(self) -> bool:
@@ -89,4 +93,5 @@ def usage_of(outcome: OutcomeLike, prices: PriceTable, now: float | None = None)
         init_ms=outcome.init_ms,
         status=status,
         caller=outcome.caller,
+        protocol=outcome.protocol,
     )
