@@ -68,10 +68,10 @@ import os
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import orjson
 from prometheus_client import CollectorRegistry
@@ -85,7 +85,6 @@ from coldbrew.dataplane.request import InvocationRequest
 from coldbrew.ids import new_request_id
 from coldbrew.observe.window import percentile
 from coldbrew.registry.shadows import ShadowRecord, ShadowStore
-from coldbrew.runtime import messages as m
 from coldbrew.scaling.pool import Pool
 
 log = logging.getLogger("coldbrew.shadow")
@@ -130,6 +129,17 @@ def agree(a: Any, b: Any, tolerance: float = 1e-6) -> bool:
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(agree(a[k], b[k], tolerance) for k in a)
     return bool(a == b)
+
+
+class Answer(Protocol):
+    """What a copy's result is compared by: an invocation's ``Outcome`` or one item of a
+    burst's batch result."""
+
+    @property
+    def body(self) -> bytes: ...
+
+    @property
+    def error(self) -> object | None: ...
 
 
 @dataclass(frozen=True)
@@ -635,7 +645,7 @@ class ShadowMirror:
         metered as one invocation, its duration and memory: what the copies cost)."""
         config = burst[0].lane.config  # every copy of a burst is of one function and version
         started = time.perf_counter()
-        results: list[m.ItemResult] | None = None
+        results: Sequence[Answer] | None = None
         try:
             version = await self.dataplane.scheduler.resolve(config.function, str(config.version))
             self._lower_priority(config)
@@ -700,7 +710,7 @@ class ShadowMirror:
     def _record(
         stats: ShadowStats,
         primary: Outcome,
-        shadow: Outcome | m.ItemResult | None,
+        shadow: Answer | None,
         config: ShadowConfig,
     ) -> None:
         """Count the copy's result (the metric reads these counts)."""
